@@ -1,0 +1,1 @@
+"""Dataset loaders for the standard face formats (WIDER FACE, RetinaFace label.txt, MTFL, folders)."""
