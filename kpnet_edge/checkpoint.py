@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from kpnet_edge.atomic import atomic_path
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.model import DRNet
 
@@ -18,18 +17,10 @@ FORMAT = "kpnet-edge/drnet"
 
 def save_checkpoint(model: DRNet, path: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write {"format", "widths", "state_dict", **extra} atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "widths": dict(model.widths), "state_dict": model.state_dict()}
     payload.update(extra or {})
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        torch.save(payload, temp)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

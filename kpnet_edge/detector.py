@@ -1,0 +1,99 @@
+"""FaceDetector: the Python API. Pre-process, run a backend, post-process, map back to pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kpnet_edge.postprocess import Detections, PostprocessParams, postprocess
+from kpnet_edge.preprocess import letterbox
+from kpnet_edge.runtimes.base import Runtime
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face in original image pixels: box [x1, y1, x2, y2], score in [0, 1], landmarks (K, 2)."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        """The detect-JSON form: {"box": [4], "score": float, "landmarks": [[x, y] x K]}."""
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "score": round(float(self.score), 5),
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+        }
+
+
+def faces_from_detections(detections: Detections) -> list[Face]:
+    """Split batched arrays into Face records."""
+    return [
+        Face(box=box, score=float(score), landmarks=points)
+        for box, score, points in zip(detections.boxes, detections.scores, detections.landmarks)
+    ]
+
+
+class FaceDetector:
+    """KPNet face detector over any runtime adapter.
+
+    >>> detector = FaceDetector.from_checkpoint()          # doctest: +SKIP
+    >>> faces = detector.detect(cv2.imread("group.jpg"))   # doctest: +SKIP
+    """
+
+    def __init__(
+        self, runtime: Runtime, params: PostprocessParams | None = None, batch_size: int = 1
+    ) -> None:
+        self.runtime = runtime
+        self.params = params or PostprocessParams()
+        self.batch_size = max(1, int(batch_size))
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        weights: str | Path | None = None,
+        device: str = "cpu",
+        params: PostprocessParams | None = None,
+        batch_size: int = 1,
+    ) -> FaceDetector:
+        """A detector running the PyTorch model (the shipped checkpoint when `weights` is None)."""
+        from kpnet_edge.runtimes.torch_runtime import TorchRuntime  # torch only when asked for
+
+        return cls(TorchRuntime.from_checkpoint(weights, device), params, batch_size)
+
+    def detect(self, image: np.ndarray, color_order: str = "bgr") -> list[Face]:
+        """Faces in one image (BGR by default; RGB, grayscale and 4-channel also accepted)."""
+        return self.detect_batch([image], color_order)[0]
+
+    def detect_batch(self, images: list[np.ndarray], color_order: str = "bgr") -> list[list[Face]]:
+        """Faces in each of several images, run through the model as one batch."""
+        prepared = [letterbox(image, color_order) for image in images]
+        canvases = np.stack([canvas for canvas, _ in prepared])
+        scale_logits, landmark_logits = self.runtime.run(canvases)
+        results = []
+        for (_, box), scale_map, heatmaps in zip(prepared, scale_logits, landmark_logits):
+            detections = postprocess(scale_map, heatmaps, self.params)
+            results.append(faces_from_detections(detections.scaled(1.0 / box.scale)))
+        return results
+
+    def detect_stream(self, images: Iterable[np.ndarray], color_order: str = "bgr") -> Iterator[list[Face]]:
+        """Faces of each image of a stream (e.g. video frames), batched by `batch_size`."""
+        batch: list[np.ndarray] = []
+        for image in images:
+            batch.append(image)
+            if len(batch) == self.batch_size:
+                yield from self.detect_batch(batch, color_order)
+                batch = []
+        if batch:
+            yield from self.detect_batch(batch, color_order)
+
+
+def detection_record(name: str, image: np.ndarray, faces: list[Face]) -> dict[str, Any]:
+    """One detect-JSON record: {"image", "width", "height", "faces": [...]}."""
+    height, width = image.shape[:2]
+    return {"image": name, "width": int(width), "height": int(height), "faces": [f.to_dict() for f in faces]}

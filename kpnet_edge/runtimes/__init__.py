@@ -1,0 +1,1 @@
+"""Runtime adapters: one per backend, same small interface, all feeding the numpy post-processor."""

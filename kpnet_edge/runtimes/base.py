@@ -1,0 +1,20 @@
+"""The interface every runtime adapter implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Runtime(Protocol):
+    """Runs DRNet on a batch of letterboxed canvases.
+
+    `run` takes RGB uint8 pixels (N, H, W, 3) and returns (scale_logits (N, S, H/2, W/2),
+    landmark_logits (N, K, H/2, W/2)) as float32 in NCHW, whatever the backend's own layouts,
+    dtypes and output order.
+    """
+
+    name: str
+
+    def run(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
