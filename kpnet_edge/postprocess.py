@@ -105,9 +105,9 @@ def postprocess(
     )
     landmarks = config.cell_to_pixel(keypoint_cells)
     # Eq. 8: P = P_s + sum of the peak soft-argmax probabilities of eyes and nose; / 4 -> [0, 1].
-    scores = (proposal_scores + peak_probabilities[:, list(config.SCORE_LANDMARKS)].sum(axis=1)) / (
-        1 + len(config.SCORE_LANDMARKS)
-    )
+    # (The clip only absorbs float32 rounding of peaks that are exactly 1.)
+    peaks = np.clip(peak_probabilities[:, list(config.SCORE_LANDMARKS)], 0.0, 1.0)
+    scores = (proposal_scores + peaks.sum(axis=1)) / (1 + len(config.SCORE_LANDMARKS))
     keep = scores >= params.score_threshold
     boxes = boxes_from_landmarks(landmarks[keep], params.template)
     kept = nms(boxes, scores[keep], params.nms_iou)

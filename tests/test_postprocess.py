@@ -1,0 +1,200 @@
+"""The numpy post-processor: planted faces come back, the fast paths equal naive references, and
+hostile maps neither crash it nor blow up its output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from kpnet_edge import config
+from kpnet_edge.geometry import FaceTemplate, boxes_from_landmarks
+from kpnet_edge.postprocess import (
+    PostprocessParams,
+    nms,
+    pairwise_iou,
+    postprocess,
+    scale_adaptive_soft_argmax,
+    window_max,
+)
+from kpnet_edge.training.targets import face_targets
+
+MAP = config.OUTPUT_SIZE
+
+
+def plant_faces(landmarks_px: np.ndarray, sharpness: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Maps a perfect DRNet would give for faces with these landmarks (N, K, 2) in canvas pixels:
+    a scale-map peak at each face's host cell and bin, quadratic-logit blobs at the landmarks."""
+    template = FaceTemplate.load()
+    boxes = boxes_from_landmarks(landmarks_px, template)
+    targets = face_targets(boxes, (MAP, MAP), config.INPUT_SIZE)
+    scale = np.full((config.NUM_SCALES, MAP, MAP), -12.0, np.float32)
+    for (cy, cx), b in zip(targets.cells, targets.bins):
+        scale[b, cy, cx] = 6.0
+    ys, xs = np.mgrid[0:MAP, 0:MAP]
+    heat = np.full((config.NUM_LANDMARKS, MAP, MAP), -60.0, np.float32)
+    for face in landmarks_px:
+        for k, point in enumerate(config.pixel_to_cell(face)):
+            blob = -sharpness * ((xs - point[0]) ** 2 + (ys - point[1]) ** 2)
+            heat[k] = np.maximum(heat[k], blob)
+    return scale, heat
+
+
+def face_at(cx: float, cy: float, size: float) -> np.ndarray:
+    """Template landmarks scaled so the template box side is about `size` px, centred at (cx, cy)."""
+    template = FaceTemplate.load()
+    box = template.box
+    scale = size / max(box[2] - box[0], box[3] - box[1])
+    centre = (box[:2] + box[2:]) / 2
+    return (template.landmarks - centre) * scale + np.array([cx, cy])
+
+
+def test_planted_faces_are_recovered_with_subpixel_landmarks():
+    faces = np.stack([face_at(60.3, 70.7, 40.0), face_at(180.6, 150.2, 90.0), face_at(200.1, 40.4, 24.0)])
+    scale, heat = plant_faces(faces)
+    found = postprocess(scale, heat, PostprocessParams(score_threshold=0.0))
+    assert len(found) == 3, f"expected 3 faces, got {len(found)}"
+    order = [int(np.argmin(np.linalg.norm(found.landmarks[:, 2] - f[2], axis=1))) for f in faces]
+    np.testing.assert_allclose(found.landmarks[order], faces, atol=0.05)
+    expected_boxes = boxes_from_landmarks(faces, FaceTemplate.load())
+    np.testing.assert_allclose(found.boxes[order], expected_boxes, atol=0.2)
+    assert np.all((found.scores > 0) & (found.scores <= 1))
+
+
+def test_proposal_size_decodes_eq1_bin():
+    faces = face_at(128.0, 128.0, 64.0)[None]
+    scale, heat = plant_faces(faces)
+    found = postprocess(scale, heat, PostprocessParams(score_threshold=0.0))
+    side = found.proposals[0, 2] - found.proposals[0, 0]
+    box = boxes_from_landmarks(faces, FaceTemplate.load())[0]
+    true_side = max(box[2] - box[0], box[3] - box[1])
+    # One bin is 2**0.1 wide: the decoded bin centre is within half a bin of the true size.
+    assert abs(np.log2(side / true_side)) <= 0.05 + 1e-9
+
+
+def test_letterbox_undo_scales_everything():
+    faces = face_at(100.0, 100.0, 50.0)[None]
+    found = postprocess(*plant_faces(faces), PostprocessParams(score_threshold=0.0))
+    back = found.scaled(2.5)
+    np.testing.assert_allclose(back.landmarks, found.landmarks * 2.5)
+    np.testing.assert_allclose(back.boxes, found.boxes * 2.5)
+
+
+def naive_soft_argmax(heat: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x1, y1, x2, y2 = window
+    points, peaks = [], []
+    for channel in heat:
+        patch = channel[y1 : y2 + 1, x1 : x2 + 1].astype(np.float64)
+        weights = np.exp(patch - patch.max())
+        phi = weights / weights.sum()
+        gy, gx = np.mgrid[y1 : y2 + 1, x1 : x2 + 1]
+        points.append([(phi * gx).sum(), (phi * gy).sum()])
+        peaks.append(phi.max())
+    return np.array(points), np.array(peaks)
+
+
+@pytest.mark.parametrize("spread", [1.0, 4.0, 12.0])
+def test_vectorised_soft_argmax_equals_naive_loop(spread):
+    rng = np.random.default_rng(7)
+    heat = (rng.normal(size=(5, 64, 80)) * spread).astype(np.float32)
+    corners = rng.integers(0, [80, 64], size=(60, 2))
+    sides = rng.integers(0, 40, size=(60, 2))
+    windows = np.concatenate([corners, np.minimum(corners + sides, [79, 63])], axis=1)
+    windows = windows[:, [0, 1, 2, 3]]
+    points, peaks = scale_adaptive_soft_argmax(heat, windows)
+    for p, window in enumerate(windows):
+        ref_points, ref_peaks = naive_soft_argmax(heat, window)
+        np.testing.assert_allclose(points[p], ref_points, atol=1e-6, err_msg=f"window {window}")
+        np.testing.assert_allclose(peaks[p], ref_peaks, atol=1e-6, err_msg=f"window {window}")
+
+
+def test_far_from_peak_windows_fall_back_to_exact_computation():
+    heat = np.zeros((5, 32, 32), np.float32)
+    heat[:, 0, 0] = 400.0  # exp(-400) underflows the table everywhere else
+    heat[:, 20:, 20:] = np.arange(12, dtype=np.float32)[None, :]
+    window = np.array([[20, 20, 31, 31]])
+    points, _ = scale_adaptive_soft_argmax(heat, window)
+    ref, _ = naive_soft_argmax(heat, window[0])
+    np.testing.assert_allclose(points[0], ref, atol=1e-6)
+
+
+def test_window_max_equals_naive():
+    rng = np.random.default_rng(3)
+    values = rng.random((3, 50, 70)).astype(np.float32)
+    corners = rng.integers(0, [70, 50], size=(100, 2))
+    windows = np.concatenate([corners, np.minimum(corners + rng.integers(0, 50, (100, 2)), [69, 49])], 1)
+    got = window_max(values, windows)
+    for p, (x1, y1, x2, y2) in enumerate(windows):
+        np.testing.assert_array_equal(got[p], values[:, y1 : y2 + 1, x1 : x2 + 1].max(axis=(1, 2)))
+
+
+def reference_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / union if union > 0 else 0.0
+
+    keep: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):
+        if all(iou(boxes[i], boxes[j]) <= threshold for j in keep):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nms_equals_simple_reference(seed):
+    rng = np.random.default_rng(seed)
+    corners = rng.uniform(0, 100, size=(150, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 40, size=(150, 2))], axis=1)
+    scores = rng.random(150)
+    assert nms(boxes, scores, 0.6).tolist() == reference_nms(boxes, scores, 0.6)
+
+
+def test_pairwise_iou_handles_degenerate_boxes():
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 0, 0], [5, 5, 15, 15]], dtype=float)
+    iou = pairwise_iou(boxes, boxes)
+    assert iou[0, 0] == pytest.approx(1.0)
+    assert iou[1, 1] == 0.0 and iou[0, 1] == 0.0
+    assert iou[0, 2] == pytest.approx(25 / 175)
+
+
+def test_rejects_wrong_shapes_with_clear_message():
+    with pytest.raises(ValueError, match="scale_logits must be"):
+        postprocess(np.zeros((10, 8, 8)), np.zeros((5, 8, 8)))
+    with pytest.raises(ValueError, match="differ in size"):
+        postprocess(np.zeros((60, 8, 8)), np.zeros((5, 8, 9)))
+
+
+special = st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1.0, -1.0, 50.0, -50.0, 1e30])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    height=st.integers(1, 24),
+    width=st.integers(1, 24),
+    fill=special,
+    data=st.data(),
+)
+def test_hostile_maps_give_bounded_finite_output(height, width, fill, data):
+    elements = st.one_of(special, st.floats(-100, 100, width=32))
+    scale = np.full((config.NUM_SCALES, height, width), fill, np.float32)
+    heat = data.draw(hnp.arrays(np.float32, (config.NUM_LANDMARKS, height, width), elements=elements))
+    mask = data.draw(hnp.arrays(bool, scale.shape, elements=st.booleans()))
+    scale[mask] = data.draw(elements)
+    params = PostprocessParams(score_threshold=0.0, max_proposals=50)
+    found = postprocess(scale, heat, params)
+    assert len(found) <= params.max_proposals
+    assert np.all(np.isfinite(found.boxes)) and np.all(np.isfinite(found.landmarks))
+    assert np.all((found.scores >= 0) & (found.scores <= 1))
+    limit = config.STRIDE * max(height, width) * 4
+    assert np.all(np.abs(found.landmarks) <= limit)
+
+
+def test_flat_maps_are_capped_by_top_k():
+    scale = np.ones((config.NUM_SCALES, MAP, MAP), np.float32)
+    heat = np.ones((config.NUM_LANDMARKS, MAP, MAP), np.float32)
+    found = postprocess(scale, heat, PostprocessParams(score_threshold=0.0, max_proposals=200))
+    assert 0 < len(found) <= 200
