@@ -24,11 +24,11 @@ def read_image(path: str | Path) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise KpnetError(f"{path}: file is empty")
+    if _is_truncated_jpeg(data):
+        raise KpnetError(f"{path}: truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise KpnetError(f"{path}: not a readable image (unknown format or corrupt data)")
-    if _is_truncated_jpeg(data):
-        raise KpnetError(f"{path}: truncated JPEG (no end-of-image marker)")
     return image
 
 
