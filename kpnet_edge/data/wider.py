@@ -15,7 +15,9 @@ from kpnet_edge.data.records import AnnotatedImage
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.imageio import IMAGE_SUFFIXES
 
-_FACE_FIELDS = ("x", "y", "w", "h", "blur", "expression", "illumination", "invalid", "occlusion", "pose")
+_FACE_FIELDS = (
+    "x", "y", "w", "h", "blur", "expression", "illumination", "invalid", "occlusion", "pose"
+)
 _INVALID = _FACE_FIELDS.index("invalid")
 
 
@@ -60,7 +62,8 @@ def load_wider(gt_file: str | Path, image_root: str | Path) -> list[AnnotatedIma
             index += 1
         if count == 0 and index < len(lines) and _is_zero_placeholder(lines[index]):
             index += 1
-        records.append(_record(path, np.asarray(rows, dtype=np.float64).reshape(-1, len(_FACE_FIELDS))))
+        faces = np.asarray(rows, dtype=np.float64).reshape(-1, len(_FACE_FIELDS))
+        records.append(_record(path, faces))
         index = _skip_blank(lines, index)
     if not records:
         raise KpnetError(f"{gt_file}: no images listed")

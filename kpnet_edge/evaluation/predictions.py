@@ -27,7 +27,8 @@ def read_predictions(path: str | Path) -> list[dict]:
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise KpnetError(f"{path}: not a readable JSON file ({error})") from None
     if not isinstance(records, list):
-        raise KpnetError(f"{path}: expected a JSON list of detect records, got {type(records).__name__}")
+        kind = type(records).__name__
+        raise KpnetError(f"{path}: expected a JSON list of detect records, got {kind}")
     return records
 
 
@@ -51,13 +52,16 @@ def face_arrays(faces: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return boxes, scores, landmarks
 
 
-def align_predictions(predictions: Sequence[dict], image_paths: Sequence[str | Path]) -> list[list[dict]]:
+def align_predictions(
+    predictions: Sequence[dict], image_paths: Sequence[str | Path]
+) -> list[list[dict] | None]:
     """The face list of each ground-truth image, taken from the record whose path matches it.
 
     Paths match by their longest common suffix of path parts (file name at least), so absolute
     and relative spellings of `0--Parade/0_Parade_Parade_0_102.jpg` pair up; an image with no
-    record gets an empty list. Raises KpnetError when a record is malformed or a match is
-    ambiguous (two records fit one image equally well, or one record fits several images).
+    record gets None (evaluators read it as no detections). Raises KpnetError when a record is
+    malformed or a match is ambiguous (two records fit one image equally well, or one record fits
+    several images).
     """
     by_name: dict[str, list[int]] = defaultdict(list)
     record_parts = []
@@ -65,17 +69,19 @@ def align_predictions(predictions: Sequence[dict], image_paths: Sequence[str | P
         if not isinstance(record, dict) or not isinstance(record.get("image"), str):
             raise KpnetError(f"prediction record {index}: expected an object with an \"image\" path")
         if not isinstance(record.get("faces"), list):
-            raise KpnetError(f"prediction record {index} ({record['image']}): \"faces\" must be a list")
+            raise KpnetError(
+                f"prediction record {index} ({record['image']}): \"faces\" must be a list"
+            )
         parts = _parts(record["image"])
         record_parts.append(parts)
         by_name[parts[-1]].append(index)
     chosen: dict[int, int] = {}
-    faces_per_image: list[list[dict]] = []
+    faces_per_image: list[list[dict] | None] = []
     for image_index, image_path in enumerate(image_paths):
         parts = _parts(image_path)
         candidates = by_name.get(parts[-1], [])
         if not candidates:
-            faces_per_image.append([])
+            faces_per_image.append(None)
             continue
         lengths = [_common_suffix(parts, record_parts[c]) for c in candidates]
         best = max(lengths)
@@ -97,11 +103,14 @@ def align_predictions(predictions: Sequence[dict], image_paths: Sequence[str | P
 def image_face_arrays(
     predictions: Sequence[dict], image_paths: Sequence[str | Path]
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """face_arrays of each ground-truth image's matched record; KpnetError names a bad record."""
+    """face_arrays of each ground-truth image's matched record (empty arrays when it has none).
+
+    Raises KpnetError naming the image of a malformed record.
+    """
     arrays = []
     for image_path, faces in zip(image_paths, align_predictions(predictions, image_paths)):
         try:
-            arrays.append(face_arrays(faces))
+            arrays.append(face_arrays(faces or []))
         except ValueError as error:
             raise KpnetError(f"predictions for {image_path}: {error}") from None
     return arrays

@@ -1,0 +1,288 @@
+"""Peer detectors (YuNet-n, YuNet-s, OpenCV's Haar cascade) measured by kpnet_edge's own evaluation.
+
+Scores WIDER-val-200-dev@416 (AP50 for faces >= 16 and >= 24 px, recall at 1 false positive per
+image), MTFL test (miss rate and inter-ocular NME of the best-matching face) and median CPU
+milliseconds per image, so a KPNet row added to PEERS is compared on exactly the same footing.
+
+    python benchmarks/peers.py [--limit N] [--out benchmarks/results/peers.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from kpnet_edge.data.mtfl import read_mtfl_landmarks
+from kpnet_edge.data.wider import load_wider
+from kpnet_edge.datapaths import data_root
+from kpnet_edge.errors import KpnetError
+from kpnet_edge.evaluation.detection import evaluate_detections, thin_curves
+from kpnet_edge.evaluation.landmarks import evaluate_landmarks
+from kpnet_edge.evaluation.table import format_table, percent
+from kpnet_edge.imageio import read_image
+
+Detector = Callable[[np.ndarray], list[dict]]
+"""BGR uint8 image (H, W, 3) -> faces [{"box": [x1, y1, x2, y2], "score", "landmarks"?}]."""
+
+Builder = Callable[[Path], Detector]
+"""Shared data folder -> Detector."""
+
+YUNET_SCORE_THRESHOLD = 0.01
+"""Low, so that AP sees the whole precision-recall curve."""
+
+YUNET_SIZES = (320, 640)
+"""The fixed input sizes the YuNet ONNX files were exported with."""
+
+MIN_SIZES = (16, 24)
+MTFL_SIZE = 160
+"""MTFL's 80x80 crops are upscaled to this size before detection: at 80 px the face is ~40 px."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A registered detector: build(data_root) -> Detector, and its operating score for MTFL.
+
+    mtfl_min_score is the score a face needs to count as found on MTFL crops: a usable operating
+    point, where WIDER's AP uses every detection.
+    """
+
+    name: str
+    build: Builder
+    mtfl_min_score: float
+
+
+PEERS: dict[str, Peer] = {}
+
+
+def register(name: str, mtfl_min_score: float) -> Callable[[Builder], Builder]:
+    """Decorator adding a detector builder to PEERS under name."""
+
+    def add(build: Builder) -> Builder:
+        PEERS[name] = Peer(name, build, mtfl_min_score)
+        return build
+
+    return add
+
+
+@register("yunet-n", mtfl_min_score=0.5)
+def yunet_n(data: Path) -> Detector:
+    """YuNet-n (libfacedetection.train), run by cv2.FaceDetectorYN."""
+    return yunet(data / "peers" / "yunet", "n")
+
+
+@register("yunet-s", mtfl_min_score=0.5)
+def yunet_s(data: Path) -> Detector:
+    """YuNet-s (libfacedetection.train), run by cv2.FaceDetectorYN."""
+    return yunet(data / "peers" / "yunet", "s")
+
+
+@register("haar", mtfl_min_score=-np.inf)
+def haar(data: Path) -> Detector:  # noqa: ARG001 - the cascade ships with OpenCV
+    """OpenCV's frontal-face Haar cascade; scores are the last stage's weights.
+
+    OpenCV's own defaults (scale step 1.1, 3 neighbours, 24 px window) and histogram
+    equalisation, as in OpenCV's face-detection sample; every output is a detection at its
+    operating point, so MTFL uses no extra score threshold.
+    """
+    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        raise KpnetError(f"{path}: cannot load the Haar cascade (OpenCV 4.x needed)")
+
+    def detect(image: np.ndarray) -> list[dict]:
+        gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+        rects, _, weights = cascade.detectMultiScale3(
+            gray, scaleFactor=1.1, minNeighbors=3, outputRejectLevels=True
+        )
+        rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
+        boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
+        return [
+            {"box": box.tolist(), "score": float(score)}
+            for box, score in zip(boxes, np.ravel(weights))
+        ]
+
+    return detect
+
+
+def yunet(folder: Path, variant: str) -> Detector:
+    """YuNet with the smallest fixed-size model the image fits in, padded bottom-right with black.
+
+    Images larger than the largest model are shrunk to fit and the outputs mapped back.
+    """
+    models = {}
+    for size in YUNET_SIZES:
+        path = folder / f"yunet_{variant}_{size}_{size}.onnx"
+        if not path.is_file():
+            raise KpnetError(f"{path}: no such file")
+        models[size] = cv2.FaceDetectorYN.create(
+            str(path), "", (size, size),
+            score_threshold=YUNET_SCORE_THRESHOLD, nms_threshold=0.3, top_k=5000,
+        )
+
+    def detect(image: np.ndarray) -> list[dict]:
+        height, width = image.shape[:2]
+        size = next((s for s in YUNET_SIZES if max(height, width) <= s), YUNET_SIZES[-1])
+        scale = min(1.0, size / max(height, width))
+        if scale < 1.0:
+            shrunk = (round(width * scale), round(height * scale))
+            image = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
+        canvas = np.zeros((size, size, 3), dtype=np.uint8)
+        canvas[: image.shape[0], : image.shape[1]] = image
+        _, rows = models[size].detect(canvas)
+        # Row layout: x, y, w, h, 5 landmarks (x, y) in our order (image-left eye first), score.
+        rows = np.zeros((0, 15)) if rows is None else rows.astype(np.float64)
+        boxes = np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:4]], axis=1)
+        landmarks = rows[:, 4:14].reshape(-1, 5, 2)
+        faces = [
+            {"box": box.tolist(), "score": float(score), "landmarks": points.tolist()}
+            for box, points, score in zip(boxes, landmarks, rows[:, 14])
+        ]
+        return _rescale(faces, width / image.shape[1], height / image.shape[0])
+
+    return detect
+
+
+def upscaled(detect: Detector, size: int) -> Detector:
+    """detect run on the image resized to size x size, outputs mapped back to the input's pixels."""
+
+    def run(image: np.ndarray) -> list[dict]:
+        height, width = image.shape[:2]
+        faces = detect(cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR))
+        return _rescale(faces, width / size, height / size)
+
+    return run
+
+
+def run_detector(detect: Detector, paths: Sequence[Path]) -> tuple[list[dict], list[float]]:
+    """Detect-JSON records for each image and the milliseconds each detect call took.
+
+    One untimed warm-up call first, so lazy initialisation is not counted.
+    """
+    records, times = [], []
+    for index, path in enumerate(paths):
+        image = read_image(path)
+        if index == 0:
+            detect(image)
+        start = time.perf_counter()
+        faces = detect(image)
+        times.append(1000 * (time.perf_counter() - start))
+        height, width = image.shape[:2]
+        records.append({"image": str(path), "width": width, "height": height, "faces": faces})
+    return records, times
+
+
+def benchmark(peer: Peer, data: Path, limit: int | None) -> dict:
+    """WIDER-val-200-dev@416 and MTFL test results of one peer."""
+    wider_dir = data / "widerface_val200_dev"
+    wider = load_wider(wider_dir / "wider_face_val_bbx_gt.txt", wider_dir / "images")[:limit]
+    mtfl_paths, mtfl_points = read_mtfl_landmarks(data / "mtfl" / "new_testing.txt")
+    mtfl_paths, mtfl_points = mtfl_paths[:limit], mtfl_points[:limit]
+    detect = peer.build(data)
+    wider_records, wider_ms = run_detector(detect, [record.path for record in wider])
+    mtfl_records, mtfl_ms = run_detector(upscaled(detect, MTFL_SIZE), mtfl_paths)
+    return {
+        "wider_val200_dev_416": thin_curves(evaluate_detections(wider_records, wider, MIN_SIZES)),
+        "mtfl_test": {
+            "upscaled_to": MTFL_SIZE,
+            "min_score": peer.mtfl_min_score if np.isfinite(peer.mtfl_min_score) else None,
+            **evaluate_landmarks(
+                mtfl_records, mtfl_paths, mtfl_points, "inter_ocular", peer.mtfl_min_score
+            ),
+        },
+        "median_ms": {
+            "wider_416": statistics.median(wider_ms),
+            f"mtfl_{MTFL_SIZE}": statistics.median(mtfl_ms),
+        },
+    }
+
+
+def summary_table(results: dict[str, dict]) -> str:
+    """One row per peer: AP50 and R@1FPPI by min size, MTFL miss rate and NME, median ms."""
+    headers = [
+        "detector",
+        *(f"AP50>={m} (%)" for m in MIN_SIZES),
+        *(f"R@1FPPI>={m} (%)" for m in MIN_SIZES),
+        "MTFL miss (%)",
+        "MTFL NME-io (%)",
+        "ms@416",
+        f"ms@{MTFL_SIZE}",
+    ]
+    rows = []
+    for name, result in results.items():
+        subsets = result["wider_val200_dev_416"]["by_min_size"]
+        rows.append([
+            name,
+            *(percent(subsets[f"{m:g}"]["ap"]) for m in MIN_SIZES),
+            *(percent(subsets[f"{m:g}"]["recall_at_fppi"]["1"]) for m in MIN_SIZES),
+            percent(result["mtfl_test"]["miss_rate"]),
+            percent(result["mtfl_test"]["nme"], digits=2),
+            f"{result['median_ms']['wider_416']:.1f}",
+            f"{result['median_ms'][f'mtfl_{MTFL_SIZE}']:.1f}",
+        ])
+    return format_table(headers, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen peers, print the table, write the JSON. Returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="shared data folder (default: data_root())")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "peers.json")
+    parser.add_argument("--limit", type=int, metavar="N", help="first N images of each set only")
+    parser.add_argument("--peers", nargs="+", choices=sorted(PEERS), default=list(PEERS))
+    parser.add_argument(
+        "--threads", type=int, default=1, help="OpenCV threads (default: 1, steadier timings)"
+    )
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    data = args.data or data_root()
+    cv2.setNumThreads(args.threads)
+    try:
+        results = {}
+        for name in args.peers:
+            print(f"running {name} ...", file=sys.stderr)
+            results[name] = benchmark(PEERS[name], data, args.limit)
+    except KpnetError as error:
+        print(f"peers: error: {error}", file=sys.stderr)
+        return 2
+    table = summary_table(results)
+    print(table)
+    settings = {
+        "wider": "WIDER-val-200-dev@416 (not a WIDER FACE score)",
+        "limit": args.limit,
+        "opencv": cv2.__version__,
+        "opencv_threads": args.threads,
+        "yunet_score_threshold": YUNET_SCORE_THRESHOLD,
+        "mtfl_upscaled_to": MTFL_SIZE,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"settings": settings, "table": table, "results": results}
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"results written to {args.out}")
+    return 0
+
+
+def _rescale(faces: list[dict], scale_x: float, scale_y: float) -> list[dict]:
+    # Pixel k has its centre at k (config.cell_to_pixel's convention), so between two
+    # resolutions x_in = (x_out + 0.5) * scale - 0.5.
+    if scale_x == scale_y == 1.0:
+        return faces
+    factor = np.array([scale_x, scale_y])
+    for face in faces:
+        face["box"] = ((np.reshape(face["box"], (2, 2)) + 0.5) * factor - 0.5).ravel().tolist()
+        if face.get("landmarks") is not None:
+            face["landmarks"] = ((np.asarray(face["landmarks"]) + 0.5) * factor - 0.5).tolist()
+    return faces
+
+
+if __name__ == "__main__":
+    sys.exit(main())

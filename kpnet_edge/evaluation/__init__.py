@@ -1,0 +1,1 @@
+"""Model-independent scoring of detect-JSON output: detection AP and recall, landmark NME, tables."""
