@@ -1,15 +1,15 @@
-"""Fit the template box to the WIDER FACE box convention from YuNet detections on MTFL train crops.
+"""Fit the template box to the WIDER FACE convention from YuNet boxes on MTFL *train* crops.
 
-Each YuNet box is mapped back into the template frame through the inverse of the similarity
-transform template landmarks -> landmarks (the exact inverse of geometry.boxes_from_landmarks), and
-the median over faces is the fitted box. Training crops only. Usage:
-    python benchmarks/fit_template.py [--count 3000] [--write]
+Each YuNet box goes back into the template frame through the inverse of the similarity template
+landmarks -> YuNet landmarks (the exact inverse of geometry.boxes_from_landmarks); the median over
+faces is the fitted box. Usage: python benchmarks/fit_template.py [--count 3000] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,11 +19,11 @@ from kpnet_edge.datapaths import data_root
 from kpnet_edge.geometry import DEFAULT_TEMPLATE, FaceTemplate, boxes_from_landmarks, fit_similarity
 
 YUNET_SIZE = 320
-MAX_ROLL_DEG = 20.0  # the hull inverse below is well conditioned only for small roll
+MAX_ROLL_DEG = 20.0  # the hull inversion below is well conditioned only for small roll
 
 
-def detect_yunet(paths: list, model: str, min_score: float) -> tuple[np.ndarray, np.ndarray]:
-    """Every YuNet face above min_score over all crops, in crop pixels.
+def detect_yunet(paths: list[Path], model: str, min_score: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every YuNet face above min_score in the crops (upscaled to 320x320), in crop pixels.
 
     Returns rows (M, 6) [x1, y1, x2, y2, score, crop index] and landmarks (M, 5, 2).
     """
@@ -37,42 +37,43 @@ def detect_yunet(paths: list, model: str, min_score: float) -> tuple[np.ndarray,
             continue
         # cv2.resize maps crop pixel u to (u + 0.5) * scale - 0.5 in the resized image.
         xy = (faces[:, :14].reshape(-1, 7, 2) + 0.5) / scale - 0.5
-        wh = faces[:, 2:4] / scale
-        rows.append(np.column_stack([xy[:, 0], xy[:, 0] + wh, faces[:, 14], np.full(len(faces), index)]))
+        corner, size = xy[:, 0], faces[:, 2:4] / scale
+        index_column = np.full(len(faces), index)
+        rows.append(np.column_stack([corner, corner + size, faces[:, 14], index_column]))
         points.append(xy[:, 2:])
     return np.concatenate(rows), np.concatenate(points)
 
 
-def boxes_in_template_frame(boxes: np.ndarray, landmarks: np.ndarray, template: FaceTemplate) -> tuple[np.ndarray, np.ndarray]:
-    """Template-frame boxes (N, 4) whose boxes_from_landmarks image is `boxes`, and roll in degrees.
+def boxes_in_template_frame(
+    boxes: np.ndarray, landmarks: np.ndarray, template: FaceTemplate
+) -> tuple[np.ndarray, np.ndarray]:
+    """Template-frame boxes (N, 4) that boxes_from_landmarks maps onto `boxes`; roll (N,) degrees.
 
-    boxes_from_landmarks returns the hull of the rotated template box: centre A(c), size
-    s * [[|cos|, |sin|], [|sin|, |cos|]] @ [w, h]; this inverts both for each face.
+    boxes_from_landmarks returns the hull of the mapped template box: centre A(c) and size
+    s * [[|cos|, |sin|], [|sin|, |cos|]] @ [w, h]. Both are inverted here, per face.
     """
     matrices = fit_similarity(template.landmarks, landmarks)
-    a, b = matrices[:, 0, 0], matrices[:, 1, 0]
+    a, b = matrices[:, 0, 0], matrices[:, 1, 0]  # s cos, s sin
     scale = np.hypot(a, b)
     cos, sin = np.abs(a / scale), np.abs(b / scale)
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2 - matrices[:, :, 2]
+    shifted = (boxes[:, :2] + boxes[:, 2:]) / 2 - matrices[:, :, 2]
     # Inverse similarity: R^T (y - t) / s.
-    centre_t = np.column_stack([a * centre[:, 0] + b * centre[:, 1], -b * centre[:, 0] + a * centre[:, 1]])
-    centre_t /= (scale**2)[:, None]
-    size = (boxes[:, 2:] - boxes[:, :2]) / scale[:, None]
+    x, y = shifted.T
+    centre = np.column_stack([a * x + b * y, a * y - b * x]) / (scale**2)[:, None]
+    width, height = ((boxes[:, 2:] - boxes[:, :2]) / scale[:, None]).T
     det = cos**2 - sin**2
-    width = (cos * size[:, 0] - sin * size[:, 1]) / det
-    height = (cos * size[:, 1] - sin * size[:, 0]) / det
-    half = np.column_stack([width, height]) / 2
+    size = np.column_stack([cos * width - sin * height, cos * height - sin * width]) / det[:, None]
+    half = size / 2
     roll = np.degrees(np.arctan2(b, a))
-    return np.concatenate([centre_t - half, centre_t + half], axis=1), roll
+    return np.concatenate([centre - half, centre + half], axis=1), roll
 
 
-def iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of two (N, 4) box arrays."""
-    low = np.maximum(first[:, :2], second[:, :2])
-    high = np.minimum(first[:, 2:], second[:, 2:])
-    inter = np.prod(np.clip(high - low, 0, None), axis=1)
-    area = lambda box: np.prod(box[:, 2:] - box[:, :2], axis=1)  # noqa: E731
-    return inter / (area(first) + area(second) - inter)
+def row_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """IoU of boxes (N, 4) with boxes (N, 4), row by row."""
+    overlap = np.minimum(first[:, 2:], second[:, 2:]) - np.maximum(first[:, :2], second[:, :2])
+    inter = np.prod(np.maximum(overlap, 0), axis=1)
+    areas = [np.prod(box[:, 2:] - box[:, :2], axis=1) for box in (first, second)]
+    return inter / (areas[0] + areas[1] - inter)
 
 
 def main() -> None:
@@ -81,12 +82,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-score", type=float, default=0.9, help="YuNet confidence to keep")
     parser.add_argument("--max-nme", type=float, default=0.15,
-                        help="max mean landmark distance YuNet vs MTFL, over the inter-ocular distance")
+                        help="max mean YuNet-MTFL landmark distance / inter-ocular distance")
     parser.add_argument("--write", action="store_true", help=f"update {DEFAULT_TEMPLATE.name}")
     args = parser.parse_args()
 
-    mtfl = data_root() / "mtfl"
-    paths, mtfl_points = read_mtfl_landmarks(mtfl / "new_training.txt")
+    paths, mtfl_points = read_mtfl_landmarks(data_root() / "mtfl" / "new_training.txt")
     chosen = np.sort(np.random.default_rng(args.seed).permutation(len(paths))[: args.count])
     model = str(data_root() / "peers" / "yunet" / "yunet_s_320_320.onnx")
     detections, yunet_points = detect_yunet([paths[i] for i in chosen], model, args.min_score)
@@ -99,48 +99,49 @@ def main() -> None:
     order = np.lexsort((nme, crop_index))
     best = order[np.unique(crop_index[order], return_index=True)[1]]
     keep = best[nme[best] <= args.max_nme]
-    template = FaceTemplate.load()
-    boxes = detections[keep, :4]
-    fitted, roll = boxes_in_template_frame(boxes, yunet_points[keep], template)
-    fitted_mtfl, _ = boxes_in_template_frame(boxes, reference[keep], template)
-    small_roll = np.abs(roll) <= MAX_ROLL_DEG
-    # Fit on even-numbered faces, check IoU on the odd ones (all from the train list).
-    fit_half = small_roll & (np.arange(len(boxes)) % 2 == 0)
-    check_half = np.arange(len(boxes)) % 2 == 1
-    box = np.median(fitted[fit_half], axis=0)
-    box_mtfl = np.median(fitted_mtfl[fit_half], axis=0)
-    q25, q75 = np.percentile(fitted[fit_half], [25, 75], axis=0)
+    boxes, yunet_points, reference = detections[keep, :4], yunet_points[keep], reference[keep]
 
-    print(f"crops {len(chosen)}, detections >= {args.min_score}: {len(detections)}, "
-          f"crops with a face: {len(best)}, landmarks agree (NME <= {args.max_nme}): {len(keep)} "
-          f"(median NME {np.median(nme[keep]):.3f}), "
-          f"fitted on {fit_half.sum()} (|roll| <= {MAX_ROLL_DEG:g} deg), checked on {check_half.sum()}")
-    print(f"old box            {np.round(template.box, 2).tolist()}")
-    print(f"fitted box (YuNet landmarks)  {np.round(box, 2).tolist()}  w {box[2] - box[0]:.2f} h {box[3] - box[1]:.2f}")
-    print(f"  IQR per coordinate [x1, y1, x2, y2]: {np.round(q75 - q25, 2).tolist()}")
-    print(f"fitted box (MTFL landmarks)   {np.round(box_mtfl, 2).tolist()}")
+    template = FaceTemplate.load()
+    fitted, roll = boxes_in_template_frame(boxes, yunet_points, template)
+    fitted_mtfl, _ = boxes_in_template_frame(boxes, reference, template)
+    # Fit on the even-numbered faces, check IoU on the odd ones (all from the train list).
+    even = np.arange(len(boxes)) % 2 == 0
+    fit_rows = even & (np.abs(roll) <= MAX_ROLL_DEG)
+    box = np.median(fitted[fit_rows], axis=0)
+    box_mtfl = np.median(fitted_mtfl[fit_rows], axis=0)
+    spread = np.subtract(*np.percentile(fitted[fit_rows], [75, 25], axis=0))
+
+    print(f"crops {len(chosen)}; YuNet faces >= {args.min_score}: {len(detections)} in {len(best)} "
+          f"crops; landmarks agree (NME <= {args.max_nme}): {len(keep)} (median NME "
+          f"{np.median(nme[keep]):.3f}); fitted on {fit_rows.sum()} "
+          f"(|roll| <= {MAX_ROLL_DEG:g} deg), checked on {(~even).sum()}")
+    print(f"current box                  {np.round(template.box, 2).tolist()}")
+    print(f"fitted box (YuNet landmarks) {np.round(box, 2).tolist()}  "
+          f"w {box[2] - box[0]:.2f} h {box[3] - box[1]:.2f}")
+    print(f"  IQR of [x1, y1, x2, y2]:   {np.round(spread, 2).tolist()}")
+    print(f"fitted box (MTFL landmarks)  {np.round(box_mtfl, 2).tolist()}")
     for name, candidate, points in (
-        ("old box, MTFL landmarks", template.box, reference),
+        ("current box, MTFL landmarks", template.box, reference),
         ("fitted, YuNet landmarks", box, yunet_points),
         ("fitted, MTFL landmarks", box, reference),
-        ("MTFL-fitted, MTFL landmarks", box_mtfl, reference),
     ):
         trial = FaceTemplate(template.landmarks, candidate, "trial")
-        overlap = iou(boxes_from_landmarks(points[keep][check_half], trial), boxes[check_half])
-        print(f"IoU with YuNet on check half, {name:28s}: median {np.median(overlap):.3f}  "
+        overlap = row_iou(boxes_from_landmarks(points[~even], trial), boxes[~even])
+        print(f"IoU with YuNet boxes, check half, {name:27s}: median {np.median(overlap):.3f}  "
               f"p10 {np.percentile(overlap, 10):.3f}  mean {overlap.mean():.3f}")
 
     if args.write:
         data = json.loads(DEFAULT_TEMPLATE.read_text())
         data["box"] = np.round(box, 2).tolist()
         data["fitted"] = (
-            f"Box = median over {fit_half.sum()} YuNet-s (WIDER-trained) boxes on MTFL train crops "
+            f"box: median over {fit_rows.sum()} YuNet-s (WIDER-trained) boxes on MTFL train crops "
             f"(seed {args.seed}, score >= {args.min_score}, landmark NME <= {args.max_nme}, "
             f"|roll| <= {MAX_ROLL_DEG:g}), each mapped into this frame by the inverse similarity "
-            "template -> YuNet landmarks; benchmarks/fit_template.py."
+            "template -> YuNet landmarks; IQR per coordinate "
+            f"{np.round(spread, 1).tolist()}; benchmarks/fit_template.py"
         )
-        lines = ",\n".join(f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in data.items())
-        DEFAULT_TEMPLATE.write_text("{\n" + lines + "\n}\n")
+        lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in data.items()]
+        DEFAULT_TEMPLATE.write_text("{\n" + ",\n".join(lines) + "\n}\n")
         print(f"wrote {DEFAULT_TEMPLATE}")
 
 
