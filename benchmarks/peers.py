@@ -151,6 +151,26 @@ def yunet(folder: Path, variant: str) -> Detector:
     return detect
 
 
+KPNET_PARAMS = {"proposal_threshold": 0.05, "score_threshold": 0.02}
+"""Low thresholds for the KPNet rows, so AP sees the whole curve (YuNet's 0.01 in spirit)."""
+
+
+def kpnet(weights: Path | None) -> Detector:
+    """KPNet + DRNet through the toolkit's own FaceDetector (PyTorch, FP32)."""
+    from kpnet_edge.detector import FaceDetector
+    from kpnet_edge.postprocess import PostprocessParams
+
+    detector = FaceDetector.from_checkpoint(weights, params=PostprocessParams(**KPNET_PARAMS))
+
+    def detect(image: np.ndarray) -> list[dict]:
+        return [face.to_dict() for face in detector.detect(image)]
+
+    return detect
+
+
+register("kpnet", mtfl_min_score=0.3)(lambda data: kpnet(None))
+
+
 def upscaled(detect: Detector, size: int) -> Detector:
     """detect run on the image resized to size x size, outputs mapped back to the input's pixels."""
 
@@ -241,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="OpenCV threads (default: 1, steadier timings)"
     )
+    parser.add_argument("--weights", type=Path, help="DRNet checkpoint for the kpnet row (default: shipped)")
     args = parser.parse_args(argv)
+    if args.weights:
+        PEERS["kpnet"] = Peer("kpnet", lambda data: kpnet(args.weights), PEERS["kpnet"].mtfl_min_score)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     data = args.data or data_root()

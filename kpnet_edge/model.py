@@ -78,8 +78,10 @@ class DRNet(nn.Module):
         self.register_buffer(
             "pixel_scale", torch.full((1, 3, 1, 1), 1.0 / config.PIXEL_STD), persistent=False
         )
-        # Start the scale map near "no face" so early training is not swamped by false positives.
+        # Start both maps near "nothing here" (sigmoid 0.01) so early training is not swamped by
+        # false positives; a constant shift leaves the landmark soft-argmax (Eq. 5) unchanged.
         nn.init.constant_(self.scale_head.bias, -4.6)
+        nn.init.constant_(self.landmark_head.bias, -4.6)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (pixels - self.pixel_mean) * self.pixel_scale

@@ -22,6 +22,8 @@ import numpy as np
 from kpnet_edge import config
 from kpnet_edge.geometry import FaceTemplate, boxes_from_landmarks
 
+SCORE_MODES = ("eq8", "gated", "scale")
+
 _HEATMAP_CLAMP = 1.0e4
 """Heatmap logits are clipped to +-this so NaN/Inf in a model's output cannot poison exp()."""
 
@@ -44,7 +46,15 @@ class PostprocessParams:
     max_candidate_cells: int = 4096
     """Cap on spatial cells examined for local maxima (the highest cells win)."""
     nms_iou: float = 0.6
+    score: str = "eq8"
+    """How proposals are ranked: "eq8", (P_s + sum of eye/nose peak probabilities) / 4, as in the
+    paper; "gated", P_s * (1 + that sum) / 4, where the keypoints can only confirm a proposal
+    (tiny windows have peak probability ~1 whatever their content); "scale", P_s alone."""
     template: FaceTemplate = field(default_factory=FaceTemplate.load)
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORE_MODES:
+            raise ValueError(f"score must be one of {SCORE_MODES}, got {self.score!r}")
 
 
 @dataclass(frozen=True)
@@ -105,10 +115,7 @@ def postprocess(
         landmark_logits, windows, config.SCORE_LANDMARKS
     )
     landmarks = config.cell_to_pixel(keypoint_cells)
-    # Eq. 8: P = P_s + sum of the peak soft-argmax probabilities of eyes and nose; / 4 -> [0, 1].
-    # (The clip only absorbs float32 rounding of peaks that are exactly 1.)
-    peaks = np.clip(peak_probabilities[:, list(config.SCORE_LANDMARKS)], 0.0, 1.0)
-    scores = (proposal_scores + peaks.sum(axis=1)) / (1 + len(config.SCORE_LANDMARKS))
+    scores = face_scores(proposal_scores, peak_probabilities, params.score)
     keep = scores >= params.score_threshold
     boxes = boxes_from_landmarks(landmarks[keep], params.template)
     kept = nms(boxes, scores[keep], params.nms_iou)
@@ -120,6 +127,19 @@ def postprocess(
         proposals=proposals[select],
         proposal_scores=proposal_scores[select],
     )
+
+
+def face_scores(proposal_scores: np.ndarray, peak_probabilities: np.ndarray, mode: str = "eq8") -> np.ndarray:
+    """Scores in [0, 1] from P_s (P,) and peak soft-argmax probabilities (P, K); see
+    PostprocessParams.score. "eq8" is Eq. 8, P = P_s + sum over eyes and nose of max Phi, / 4."""
+    # The clip only absorbs float32 rounding of peaks that are exactly 1.
+    peaks = np.clip(peak_probabilities[:, list(config.SCORE_LANDMARKS)], 0.0, 1.0).sum(axis=1)
+    top = 1 + len(config.SCORE_LANDMARKS)
+    if mode == "eq8":
+        return (proposal_scores + peaks) / top
+    if mode == "gated":
+        return proposal_scores * (1 + peaks) / top
+    return proposal_scores
 
 
 def _check_shapes(scale_logits: np.ndarray, landmark_logits: np.ndarray) -> None:

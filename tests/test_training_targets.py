@@ -11,7 +11,7 @@ from kpnet_edge import config
 from kpnet_edge.geometry import FaceTemplate, boxes_from_landmarks
 from kpnet_edge.postprocess import PostprocessParams, postprocess, scale_adaptive_soft_argmax
 from kpnet_edge.training.losses import keypoint_loss, scale_focal_loss, soft_argmax_in_windows
-from kpnet_edge.training.targets import face_targets, scale_map_target
+from kpnet_edge.training.targets import face_targets, landmark_heatmap_target, scale_map_target
 
 MAP = (config.OUTPUT_SIZE, config.OUTPUT_SIZE)
 
@@ -81,3 +81,13 @@ def test_focal_loss_prefers_the_right_answer():
     bad = torch.full_like(target, -8.0)
     bad[0, 30, 1, 1] = 8.0
     assert scale_focal_loss(good, target) < 0.01 < scale_focal_loss(bad, target)
+
+
+def test_landmark_heatmap_target_peaks_at_visible_landmarks_only():
+    points = np.array([[[10.2, 12.7], [20.0, 12.0], [15.0, 18.0], [11.0, 24.0], [19.0, 24.0]]])
+    visible = np.array([[True, True, True, False, True]])
+    target = landmark_heatmap_target(points, visible, np.array([30.0]), (40, 40))
+    assert target.shape == (config.NUM_LANDMARKS, 40, 40)
+    assert target[0, 13, 10] == 1.0 and target[1, 12, 20] == 1.0
+    assert target[3].max() == 0.0, "an occluded landmark must not be a target"
+    assert 0 < target[0, 13, 12] < 1.0

@@ -11,17 +11,19 @@ from torch.utils.data import Dataset, Sampler
 
 from kpnet_edge import config
 from kpnet_edge.training.synth import SceneGenerator, random_crop
-from kpnet_edge.training.targets import face_targets, scale_map_target
+from kpnet_edge.training.targets import face_targets, landmark_heatmap_target, scale_map_target
 
 
 @dataclass
 class Sample:
     """One training image: pixels (3, h, w) uint8, scale target (S, h/2, w/2) uint8 (255 = 1:
-    a quarter of float32's bytes through the loader's shared memory), and per face
+    a quarter of float32's bytes through the loader's shared memory), the auxiliary landmark
+    heatmap target (K, h/2, w/2) uint8 likewise, and per face
     windows (F, 4), landmarks (F, K, 2) in cells, window sides (F,) in cells."""
 
     pixels: torch.Tensor
     scale_target: torch.Tensor
+    landmark_target: torch.Tensor
     windows: torch.Tensor
     landmarks: torch.Tensor
     window_sides: torch.Tensor
@@ -62,13 +64,17 @@ def make_sample(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, vis
         (landmark_cells >= 0) & (landmark_cells <= np.array([map_shape[1] - 1, map_shape[0] - 1])),
         axis=(1, 2),
     )
-    keep = targets.valid & inside & np.asarray(visible, dtype=bool).reshape(-1, config.NUM_LANDMARKS).all(axis=1)
+    visible = np.asarray(visible, dtype=bool).reshape(-1, config.NUM_LANDMARKS)
+    keep = targets.valid & inside & visible.all(axis=1)
+    window_sides = targets.sizes / config.STRIDE
+    landmark_target = landmark_heatmap_target(landmark_cells, visible, window_sides, map_shape)
     return Sample(
         pixels=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
         scale_target=torch.from_numpy(np.round(scale_target * 255).astype(np.uint8)),
+        landmark_target=torch.from_numpy(np.round(landmark_target * 255).astype(np.uint8)),
         windows=torch.from_numpy(targets.windows[keep]),
         landmarks=torch.from_numpy(landmark_cells[keep].astype(np.float32)),
-        window_sides=torch.from_numpy((targets.sizes[keep] / config.STRIDE).astype(np.float32)),
+        window_sides=torch.from_numpy(window_sides[keep].astype(np.float32)),
     )
 
 
@@ -78,6 +84,7 @@ class Batch:
 
     pixels: torch.Tensor
     scale_target: torch.Tensor
+    landmark_target: torch.Tensor
     windows: torch.Tensor
     landmarks: torch.Tensor
     window_sides: torch.Tensor
@@ -89,6 +96,7 @@ def collate(samples: list[Sample]) -> Batch:
     return Batch(
         pixels=torch.stack([s.pixels for s in samples]),
         scale_target=torch.stack([s.scale_target for s in samples]),
+        landmark_target=torch.stack([s.landmark_target for s in samples]),
         windows=torch.cat([s.windows for s in samples]),
         landmarks=torch.cat([s.landmarks for s in samples]),
         window_sides=torch.cat([s.window_sides for s in samples]),

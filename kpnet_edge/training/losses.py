@@ -35,10 +35,11 @@ def keypoint_loss(predicted: torch.Tensor, target: torch.Tensor, window_sides: t
 
 
 def scale_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
-    """Penalty-reduced focal loss (CornerNet/CenterNet) over the scale map, per positive.
+    """Penalty-reduced focal loss (CornerNet/CenterNet), per positive, for the scale map and the
+    auxiliary landmark heatmaps.
 
-    logits, target: (N, S, H, W); target is 1 at the face's (bin, host cell) and the Eq. 3
-    Gaussian around it, which lowers the penalty of near-misses."""
+    logits, target: (N, C, H, W); target is 1 at each positive cell and a Gaussian around it
+    (Eq. 3 for the scale map), which lowers the penalty of near-misses."""
     logits = logits.float()
     positive = target.ge(1.0 - 1e-6).float()
     log_p = F.logsigmoid(logits)

@@ -78,3 +78,31 @@ def scale_map_target(targets: FaceTargets, map_shape: tuple[int, int]) -> np.nda
         patch = (across[:, None, None] * spatial[None]).astype(np.float32)
         np.maximum(target[b0:b1, y0:y1, x0:x1], patch, out=target[b0:b1, y0:y1, x0:x1])
     return target
+
+
+LANDMARK_SIGMA_FRACTION = 0.025
+"""Auxiliary landmark heatmaps: Gaussian sigma as a fraction of the face's window side (cells)."""
+LANDMARK_MIN_SIGMA = 0.75
+
+
+def landmark_heatmap_target(landmark_cells: np.ndarray, visible: np.ndarray, window_sides: np.ndarray,
+                            map_shape: tuple[int, int]) -> np.ndarray:
+    """(K, H, W) float32 Gaussians at each visible landmark (cells, (N, K, 2)), sigma growing with
+    the face (window_sides (N,) cells), peak 1 at the nearest cell: the auxiliary target that
+    teaches sharp peaks sooner than Eq. 7 alone (a departure, see MODEL_CARD.md)."""
+    height, width = map_shape
+    target = np.zeros((config.NUM_LANDMARKS, height, width), np.float32)
+    for points, seen, side in zip(landmark_cells, visible, window_sides):
+        sigma = max(LANDMARK_MIN_SIGMA, LANDMARK_SIGMA_FRACTION * float(side))
+        reach = int(np.ceil(3 * sigma))
+        for k, ((x, y), ok) in enumerate(zip(points, seen)):
+            cx, cy = int(round(x)), int(round(y))
+            if not ok or not (0 <= cx < width and 0 <= cy < height):
+                continue
+            x0, x1 = max(0, cx - reach), min(width, cx + reach + 1)
+            y0, y1 = max(0, cy - reach), min(height, cy + reach + 1)
+            # Centred on the rounded cell so the target's positive (== 1) cell is well defined.
+            gy = np.exp(-((np.arange(y0, y1) - cy) ** 2) / (2 * sigma**2))
+            gx = np.exp(-((np.arange(x0, x1) - cx) ** 2) / (2 * sigma**2))
+            np.maximum(target[k, y0:y1, x0:x1], np.outer(gy, gx), out=target[k, y0:y1, x0:x1])
+    return target

@@ -43,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
     keypoint_weight: float = 50.0
+    heatmap_weight: float = 0.0  # auxiliary focal loss on landmark heatmaps (0: Eq. 7 alone)
     scale_loss: str = "focal"  # "focal" or "bce" (Eq. 4 as printed)
     seed: int = 0
     workers: int = 1
@@ -188,13 +189,17 @@ def _train_step(model: DRNet, batch: Batch, cfg: TrainConfig, device: torch.devi
     keypoints = soft_argmax_in_windows(face_heatmaps, batch.windows.to(device))
     keypoint = keypoint_loss(keypoints, batch.landmarks.to(device), batch.window_sides.to(device))
     loss = scale + cfg.keypoint_weight * keypoint
+    heatmap = torch.zeros(())
+    if cfg.heatmap_weight:
+        heatmap = scale_focal_loss(landmark_logits, batch.landmark_target.to(device).float() / 255.0)
+        loss = loss + cfg.heatmap_weight * heatmap
     if not math.isfinite(loss.item()):
         raise KpnetError(f"training diverged (loss {loss.item()}); lower learning_rate")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
     optimizer.step()
-    return {"loss": loss.item(), "scale": scale.item(), "keypoint": keypoint.item()}
+    return {"loss": loss.item(), "scale": scale.item(), "keypoint": keypoint.item(), "heatmap": heatmap.item()}
 
 
 def _save(model: DRNet, optimizer: torch.optim.Optimizer, schedule: Any, cfg: TrainConfig, step: int, path: Path) -> None:
