@@ -70,3 +70,12 @@ def load_drnet(path: str | Path | None = None) -> DRNet:
             )
     model.load_state_dict(state)
     return model.eval()
+
+
+def release_checkpoint(source: str | Path, target: str | Path) -> None:
+    """Write a weights-only copy of a training checkpoint (no optimiser or schedule state), with
+    its training config and step kept as metadata: the form the package ships."""
+    payload = read_checkpoint(source)
+    model = load_drnet(source)
+    extra = {key: payload[key] for key in ("config", "step") if key in payload}
+    save_checkpoint(model, target, extra)

@@ -17,6 +17,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="images per step (overrides the config)")
     parser.add_argument("--device", help="auto, cpu, cuda (overrides the config)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument("--stop-at", type=int, metavar="STEP",
+                        help="end after this step (the LR schedule still spans all steps)")
     parser.set_defaults(run=run)
 
 
@@ -33,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     print(f"training: {dataclasses.asdict(cfg)}", file=sys.stderr)
-    checkpoint = train(cfg, resume=args.resume)
+    checkpoint = train(cfg, resume=args.resume, stop_at=args.stop_at)
     print(f"checkpoint: {checkpoint}\nmetrics: {Path(cfg.out_dir) / 'metrics.jsonl'}", file=sys.stderr)
     return 0

@@ -55,6 +55,7 @@ class TrainConfig:
     mtfl_list: str = ""
     backgrounds: str = ""
     max_faces: int = 0  # use only the first N MTFL faces (0: all); for smoke tests
+    init_from: str = ""  # start from these weights with a fresh optimiser (fine-tuning)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -127,6 +128,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         optimizer, max_lr=cfg.learning_rate, total_steps=cfg.steps, pct_start=cfg.warmup_fraction
     )
     start = 0
+    if cfg.init_from:
+        model.load_state_dict(read_checkpoint(cfg.init_from)["state_dict"])
     if resume:
         state = read_checkpoint(resume)
         model.load_state_dict(state["state_dict"])
