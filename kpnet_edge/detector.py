@@ -66,6 +66,30 @@ class FaceDetector:
 
         return cls(TorchRuntime.from_checkpoint(weights, device), params, batch_size)
 
+    @classmethod
+    def from_artifacts(
+        cls,
+        model_dir: str | Path | None,
+        backend: str = "onnx",
+        precision: str = "fp32",
+        device: str = "cpu",
+        batch_size: int = 1,
+        params: PostprocessParams | None = None,
+        threads: int | None = None,
+        **options: Any,
+    ) -> FaceDetector:
+        """A detector running a `kpnet-edge convert` output folder's model on `backend`.
+
+        The folder's batch-`batch_size` file is used when it has one, else its batch-1 file;
+        options go to the backend (see runtimes.registry.open_runtime).
+
+        >>> detector = FaceDetector.from_artifacts("models/", "tflite", "int8")  # doctest: +SKIP
+        """
+        from kpnet_edge.runtimes.registry import open_runtime
+
+        runtime = open_runtime(model_dir, backend, precision, device, batch_size, threads, **options)
+        return cls(runtime, params, batch_size)
+
     def detect(self, image: np.ndarray, color_order: str = "bgr") -> list[Face]:
         """Faces in one image (BGR by default; RGB, grayscale and 4-channel also accepted)."""
         return self.detect_batch([image], color_order)[0]
