@@ -249,19 +249,23 @@ def scale_adaptive_soft_argmax(
     )
     num_channels, height, width = heat.shape
     weights = np.exp(heat - heat.max(axis=(1, 2), keepdims=True))  # (K, H, W), max 1
-    planes = np.empty((height, width, 3, num_channels))
-    planes[:, :, 0] = weights.transpose(1, 2, 0)
-    planes[:, :, 1] = planes[:, :, 0] * np.arange(width, dtype=np.float64)[None, :, None]
-    planes[:, :, 2] = planes[:, :, 0] * np.arange(height, dtype=np.float64)[:, None, None]
-    # cv2.integral is a summed-area table in C, ~10x faster than two numpy cumsums.
-    tables = cv2.integral(planes.reshape(height, width, 3 * num_channels), sdepth=cv2.CV_64F)
-    tables = tables.reshape(height + 1, width + 1, 3, num_channels)
+    planes = (weights, weights * np.arange(width, dtype=np.float64), weights * np.arange(height, dtype=np.float64)[:, None])
+    # cv2.integral is a summed-area table in C, ~10x faster than two numpy cumsums; it writes
+    # straight into one (3, K, H+1, W+1) array, plane by plane.
+    tables = np.empty((3, num_channels, height + 1, width + 1))
+    for plane, table in zip(planes, tables):
+        for channel in range(num_channels):
+            cv2.integral(plane[channel], table[channel], cv2.CV_64F)
     x1, y1, x2, y2 = windows.T
+    channel_index = np.arange(num_channels)[None, :]
+    rows1, rows2 = y1[:, None], y2[:, None] + 1
+    cols1, cols2 = x1[:, None], x2[:, None] + 1
     sums = (
-        tables[y2 + 1, x2 + 1] - tables[y1, x2 + 1] - tables[y2 + 1, x1] + tables[y1, x1]
-    )  # (P, 3, K)
+        tables[:, channel_index, rows2, cols2] - tables[:, channel_index, rows1, cols2]
+        - tables[:, channel_index, rows2, cols1] + tables[:, channel_index, rows1, cols1]
+    ).transpose(1, 0, 2)  # (P, 3, K)
     mass = sums[:, 0]
-    total = tables[-1, -1, 0][None, :]
+    total = tables[0, :, -1, -1][None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         keypoints = np.stack([sums[:, 1] / mass, sums[:, 2] / mass], axis=-1)
     channels = list(range(num_channels) if peak_channels is None else peak_channels)
