@@ -31,7 +31,8 @@ def build_keras_drnet(model: DRNet, batch_size: int = 1) -> keras.Model:
     builder = _Builder(layers)
     size = config.INPUT_SIZE
     pixels = keras.Input((size, size, 3), batch_size=batch_size, name=config.INPUT_NAME)
-    x = layers.Rescaling(1.0 / config.PIXEL_STD, -config.PIXEL_MEAN / config.PIXEL_STD, name="normalize")(pixels)
+    scale = 1.0 / config.PIXEL_STD
+    x = layers.Rescaling(scale, -config.PIXEL_MEAN * scale, name="normalize")(pixels)
     s2 = builder.conv(x, model.stem, "stem")
     pooled = layers.MaxPooling2D(2, name="pool")(s2)
     s4 = builder.residual(pooled, model.block4, "block4")

@@ -1,0 +1,118 @@
+"""OpenVINO IR backend: converted from the ONNX file; FP32, FP16-compressed weights, or INT8 by
+NNCF post-training quantization (optionally accuracy-controlled). Parity runs with f32 inference
+precision: on CPUs with bf16 units OpenVINO otherwise computes "FP32" models in bf16."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kpnet_edge import config
+
+if TYPE_CHECKING:
+    import openvino as ov
+
+    from kpnet_edge.converters.pipeline import Job, Runner
+    from kpnet_edge.converters.targets import Target
+
+TOOLS = ("onnx", "onnxscript", "onnxslim", "openvino", "nncf")
+F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def export(target: Target, job: Job, batch: int) -> Path:
+    """Write job.staging/<target file> (.xml + .bin); other batches reshape the batch-1 IR."""
+    import openvino as ov
+
+    path = job.staging / target.filename(batch)
+    if batch != 1:
+        model = ov.Core().read_model(job.staging / target.filename(1))
+        model.reshape({config.INPUT_NAME: [batch, 3, config.INPUT_SIZE, config.INPUT_SIZE]})
+        ov.save_model(model, path, compress_to_fp16=False)  # FP16 weights stay FP16 as read
+        return path
+    model = ov.convert_model(job.onnx_file())
+    if target.quantized:
+        model = quantize(model, job)
+    ov.save_model(model, path, compress_to_fp16=target.precision == "fp16")
+    return path
+
+
+def quantize(model: ov.Model, job: Job) -> ov.Model:
+    """NNCF INT8 over the calibration set; with job.max_drop, layers revert to float until the
+    agreement score (quantization/agreement.py) on the held-out images drops by at most max_drop."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
+    from kpnet_edge.quantization.agreement import agreement_score
+
+    assert job.calibration is not None
+    calibration = nncf.Dataset(list(job.calibration.canvases), _to_pixels)
+    advanced = None
+    if job.per_tensor:
+        advanced = AdvancedQuantizationParameters(
+            weights_quantization_params=QuantizationParameters(per_channel=False)
+        )
+    size = len(job.calibration)
+    if job.max_drop is None:
+        return nncf.quantize(model, calibration, subset_size=size, advanced_parameters=advanced)
+
+    def validate(compiled: Any, indices: Any) -> tuple[float, list[float]]:
+        scores = []
+        for index in indices:
+            canvas = job.check[index : index + 1]
+            result = compiled(_to_pixels(canvas[0]))
+            outputs = (result[compiled.output(name)] for name in config.OUTPUT_NAMES)
+            scores.append(agreement_score(job.reference(canvas), tuple(outputs)))
+        return float(np.mean(scores)), scores
+
+    return nncf.quantize_with_accuracy_control(
+        model,
+        calibration,
+        nncf.Dataset(list(range(len(job.check)))),
+        validate,
+        max_drop=job.max_drop,
+        subset_size=size,
+        advanced_quantization_parameters=advanced,
+    )
+
+
+def _to_pixels(canvas: np.ndarray) -> np.ndarray:
+    """One canvas (H, W, 3) uint8 -> the model input (1, 3, H, W) float32."""
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def load(path: Path) -> Runner:
+    """A CPU-compiled model (f32 inference precision) as a Runner."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", F32_CONFIG)
+    outputs = [compiled.output(name) for name in config.OUTPUT_NAMES]
+
+    def run(canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pixels = np.ascontiguousarray(canvases.transpose(0, 3, 1, 2), dtype=np.float32)
+        result = compiled(pixels)
+        return result[outputs[0]], result[outputs[1]]
+
+    return run
+
+
+def describe(path: Path) -> dict[str, object]:
+    """Input and output tensors as the IR declares them; the .bin weights as a side file."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+
+    def info(port: Any) -> dict[str, object]:
+        return {
+            "name": port.get_any_name(),
+            "shape": [int(d) for d in port.get_shape()],
+            "dtype": port.get_element_type().to_dtype().name,
+            "layout": "NCHW",
+        }
+
+    return {
+        "input": info(model.input(0)),
+        "outputs": [info(port) for port in model.outputs],
+        "extra_files": [path.with_suffix(".bin").name],
+    }

@@ -1,0 +1,117 @@
+"""The one table of export targets: format x precision, the options each accepts, file suffix,
+runtime, and the parity tolerance its converted file must meet against PyTorch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from kpnet_edge.errors import KpnetError
+
+FORMATS = ("onnx", "openvino", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+OPTION_FLAGS = {"batch": "--batch", "per_tensor": "--per-tensor", "max_drop": "--max-drop"}
+"""Per-target options (Python keyword -> CLI flag). Calibration options are common to all targets:
+float targets use the calibration images for their parity check."""
+
+# Parity metrics (kpnet_edge/quantization/agreement.py computes them), all "lower is better":
+#   max_abs_logit   max |candidate - PyTorch| over both heads' logits.
+#   keypoint_nme    mean keypoint displacement / proposal side after the scale-adaptive soft-argmax
+#                   (Eq. 5-6) in the windows of the top PyTorch scale-map proposals: the landmark
+#                   head as the post-processor decodes it.
+#   proposal_prob   max |sigmoid(candidate) - sigmoid(PyTorch)| of the scale map at those
+#                   proposals: the scale head where detections come from.
+# FP32 must match to float round-off. Reduced precisions are judged on what they decode to:
+# FP16 within 0.2 % of the face size, INT8 within 1 % (a fraction of a trained detector's own
+# landmark error); a proposal's probability may move by 0.01 (FP16) / 0.1 (INT8), against a
+# detection threshold of 0.3.
+FLOAT_TOLERANCE = {"max_abs_logit": 1e-4}
+FP16_TOLERANCE = {"keypoint_nme": 0.002, "proposal_prob": 0.01}
+INT8_TOLERANCE = {"keypoint_nme": 0.01, "proposal_prob": 0.1}
+
+
+@dataclass(frozen=True, eq=False)  # one instance per row of TARGETS; compared by identity
+class Target:
+    """One exportable (format, precision) pair and everything the toolkit knows about it."""
+
+    format: str
+    precision: str
+    suffix: str
+    runtime: str
+    layout: str
+    options: frozenset[str]
+    tolerance: Mapping[str, float]
+    quantized: bool = False
+
+    @property
+    def key(self) -> str:
+        """'format-precision', e.g. 'openvino-int8': the name used on the command line and in reports."""
+        return f"{self.format}-{self.precision}"
+
+    def filename(self, batch: int = 1) -> str:
+        """Model file name: drnet_<precision>[_b<batch>]<suffix>."""
+        tag = f"_b{batch}" if batch != 1 else ""
+        return f"drnet_{self.precision}{tag}{self.suffix}"
+
+    def accepts(self, option: str) -> bool:
+        return option in self.options
+
+
+def _target(fmt: str, precision: str, suffix: str, runtime: str, layout: str, options: Iterable[str],
+            tolerance: Mapping[str, float]) -> Target:
+    return Target(fmt, precision, suffix, runtime, layout, frozenset(options), dict(tolerance),
+                  quantized=precision == "int8")
+
+
+TARGETS: dict[str, Target] = {
+    t.key: t
+    for t in (
+        _target("onnx", "fp32", ".onnx", "onnxruntime", "NCHW", {"batch"}, FLOAT_TOLERANCE),
+        _target("openvino", "fp32", ".xml", "openvino", "NCHW", {"batch"}, FLOAT_TOLERANCE),
+        _target("openvino", "fp16", ".xml", "openvino", "NCHW", {"batch"}, FP16_TOLERANCE),
+        _target("openvino", "int8", ".xml", "openvino", "NCHW", {"batch", "per_tensor", "max_drop"},
+                INT8_TOLERANCE),
+        _target("tflite", "fp32", ".tflite", "ai-edge-litert", "NHWC", (), FLOAT_TOLERANCE),
+        _target("tflite", "int8", ".tflite", "ai-edge-litert", "NHWC", {"per_tensor"}, INT8_TOLERANCE),
+    )
+}
+"""Every target, keyed 'format-precision'. Without --int8 a format gives its float targets."""
+
+
+def select_targets(formats: Iterable[str], int8: bool = False) -> list[Target]:
+    """Targets for formats (e.g. ['onnx', 'tflite']): each one's float precisions, plus INT8 when
+    asked. Raises KpnetError naming the known formats, or the formats that have INT8."""
+    formats = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise KpnetError(f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+    chosen = [t for t in TARGETS.values() if t.format in formats and (int8 or not t.quantized)]
+    if int8 and not any(t.quantized for t in chosen):
+        with_int8 = sorted({t.format for t in TARGETS.values() if t.quantized})
+        raise KpnetError(
+            f"--int8: {', '.join(formats)} has no INT8 target; INT8 is made for {', '.join(with_int8)}"
+        )
+    return chosen
+
+
+def check_options(targets: Iterable[Target], options: Mapping[str, object]) -> None:
+    """Refuse options (given, i.e. not None/False/1-batch) that none of the targets accepts.
+
+    The message names the option, what each chosen target accepts, and which targets take it.
+    """
+    targets = list(targets)
+    for option, value in options.items():
+        if option not in OPTION_FLAGS:
+            raise KpnetError(f"unknown option {option!r}; options are {', '.join(OPTION_FLAGS)}")
+        if value is None or value is False or (option == "batch" and value == 1):
+            continue
+        if not any(t.accepts(option) for t in targets):
+            accepted = "; ".join(
+                f"{t.key} accepts {', '.join(OPTION_FLAGS[o] for o in sorted(t.options)) or 'no options'}"
+                for t in targets
+            )
+            takers = ", ".join(t.key for t in TARGETS.values() if t.accepts(option))
+            raise KpnetError(
+                f"{OPTION_FLAGS[option]} does not apply here ({accepted}); it applies to {takers}"
+            )

@@ -1,0 +1,1 @@
+"""INT8 support shared by the converters: calibration sets and agreement metrics against PyTorch."""
