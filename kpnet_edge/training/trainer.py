@@ -176,8 +176,10 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _train_step(model: DRNet, batch: Batch, cfg: TrainConfig, device: torch.device, autocast: bool,
-                optimizer: torch.optim.Optimizer) -> dict[str, float]:
+def compute_losses(model: DRNet, batch: Batch, cfg: TrainConfig, device: torch.device,
+                   autocast: bool = False) -> dict[str, torch.Tensor]:
+    """The training objective on one batch: scale-map loss, Eq. 7, the optional heatmap loss, and
+    their weighted sum "loss"."""
     pixels = batch.pixels.to(device).float()
     if device.type == "cpu":
         pixels = pixels.contiguous(memory_format=torch.channels_last)
@@ -192,17 +194,24 @@ def _train_step(model: DRNet, batch: Batch, cfg: TrainConfig, device: torch.devi
     keypoints = soft_argmax_in_windows(face_heatmaps, batch.windows.to(device))
     keypoint = keypoint_loss(keypoints, batch.landmarks.to(device), batch.window_sides.to(device))
     loss = scale + cfg.keypoint_weight * keypoint
-    heatmap = torch.zeros(())
+    heatmap = torch.zeros((), device=device)
     if cfg.heatmap_weight:
         heatmap = scale_focal_loss(landmark_logits, batch.landmark_target.to(device).float() / 255.0)
         loss = loss + cfg.heatmap_weight * heatmap
+    return {"loss": loss, "scale": scale, "keypoint": keypoint, "heatmap": heatmap}
+
+
+def _train_step(model: DRNet, batch: Batch, cfg: TrainConfig, device: torch.device, autocast: bool,
+                optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    losses = compute_losses(model, batch, cfg, device, autocast)
+    loss = losses["loss"]
     if not math.isfinite(loss.item()):
         raise KpnetError(f"training diverged (loss {loss.item()}); lower learning_rate")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
     optimizer.step()
-    return {"loss": loss.item(), "scale": scale.item(), "keypoint": keypoint.item(), "heatmap": heatmap.item()}
+    return {name: value.item() for name, value in losses.items()}
 
 
 def _save(model: DRNet, optimizer: torch.optim.Optimizer, schedule: Any, cfg: TrainConfig, step: int, path: Path) -> None:
