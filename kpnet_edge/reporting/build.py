@@ -50,8 +50,9 @@ class ReportSettings:
     weights: Path
     limit: int | None = None
     params: PostprocessParams = DEFAULT_PARAMS
-    operating_score: float = 0.3
-    """Faces scoring below this do not count on MTFL or in the regression list."""
+    operating_score: float = PostprocessParams.score_threshold
+    """Faces scoring below this do not count on MTFL or in the regression list (default: the
+    detector's own operating score, as benchmarks/peers.py uses for the KPNet row)."""
     moved_px: float = 2.0
     repeats: int = 100
     threads: int | None = None
