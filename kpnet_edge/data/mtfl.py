@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from kpnet_edge import config
+from kpnet_edge.data.fields import parse_number
 from kpnet_edge.data.records import AnnotatedImage
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.geometry import FaceTemplate, boxes_from_landmarks
@@ -40,7 +40,7 @@ def read_mtfl_landmarks(
                 f"{list_file}:{number}: expected a path and {_FIELDS - 1} numbers "
                 f"(x1..x5 y1..y5), got {len(fields)} fields"
             )
-        rows.append([_parse_number(list_file, number, text) for text in fields[1:]])
+        rows.append([parse_number(text, f"{list_file}:{number}", "coordinate") for text in fields[1:]])
         # The original MTFL lists use Windows separators.
         paths.append(root / fields[0].replace("\\", "/"))
     if not rows:
@@ -73,13 +73,3 @@ def load_mtfl(
         AnnotatedImage(path=path, boxes=box[None], landmarks=points[None])
         for path, box, points in zip(paths, boxes, landmarks)
     ]
-
-
-def _parse_number(list_file: Path, number: int, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise KpnetError(f"{list_file}:{number}: {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise KpnetError(f"{list_file}:{number}: {text!r} is not a finite coordinate")
-    return value

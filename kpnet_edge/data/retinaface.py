@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from kpnet_edge import config
+from kpnet_edge.data.fields import parse_number
 from kpnet_edge.data.records import AnnotatedImage
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.imageio import IMAGE_SUFFIXES
@@ -86,15 +87,7 @@ def _parse_face(label_file: Path, number: int, text: str) -> list[float]:
             f"{label_file}:{number}: expected {_BOX_FIELDS} numbers (x y w h) or {_FULL_FIELDS} "
             f"(x y w h, x y flag per landmark, blur), got {len(fields)} fields"
         )
-    values = []
-    for field in fields:
-        try:
-            value = float(field)
-        except ValueError:
-            raise KpnetError(f"{label_file}:{number}: {field!r} is not a number") from None
-        if not math.isfinite(value):
-            raise KpnetError(f"{label_file}:{number}: {field!r} is not a finite number")
-        values.append(value)
+    values = [parse_number(field, f"{label_file}:{number}") for field in fields]
     if values[2] < 0 or values[3] < 0:
         raise KpnetError(f"{label_file}:{number}: negative box size w={fields[2]} h={fields[3]}")
     if len(values) == _BOX_FIELDS:

@@ -6,11 +6,11 @@ WIDER-val-200-dev subset; every malformed line is reported as `file:LINE: proble
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
+from kpnet_edge.data.fields import parse_number
 from kpnet_edge.data.records import AnnotatedImage
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.imageio import IMAGE_SUFFIXES
@@ -120,15 +120,7 @@ def _parse_face(
             f"{gt_file}:{number}: expected {len(_FACE_FIELDS)} numbers ({' '.join(_FACE_FIELDS)}), "
             f"got {len(fields)} fields"
         )
-    values = []
-    for text in fields:
-        try:
-            value = float(text)
-        except ValueError:
-            raise KpnetError(f"{gt_file}:{number}: {text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise KpnetError(f"{gt_file}:{number}: {text!r} is not a finite number")
-        values.append(value)
+    values = [parse_number(text, f"{gt_file}:{number}") for text in fields]
     if values[2] < 0 or values[3] < 0:
         raise KpnetError(f"{gt_file}:{number}: negative box size w={fields[2]} h={fields[3]}")
     return values
