@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,17 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 
 
+class DamagedImageWarning(UserWarning):
+    """An image OpenCV decodes only in part (e.g. a JPEG cut off before its end marker): it is
+    used, and the caller is told."""
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as BGR uint8 (H, W, 3). Raises KpnetError naming the file on failure."""
+    """Read an image file as BGR uint8 (H, W, 3). Raises KpnetError naming the file when OpenCV
+    cannot decode it; warns (DamagedImageWarning) when it decodes a damaged JPEG in part.
+
+    Bytes after a JPEG's end-of-image marker (phone "motion photos", vendor trailers) are fine.
+    """
     path = Path(path)
     if not path.exists():
         raise KpnetError(f"{path}: no such file")
@@ -24,21 +34,47 @@ def read_image(path: str | Path) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise KpnetError(f"{path}: file is empty")
-    if _is_truncated_jpeg(data):
-        raise KpnetError(f"{path}: truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    cut_off = jpeg_is_cut_off(data.tobytes())
     if image is None:
+        if cut_off:
+            raise KpnetError(f"{path}: truncated JPEG (its data ends before the end-of-image marker)")
         raise KpnetError(f"{path}: not a readable image (unknown format or corrupt data)")
+    if cut_off:  # some OpenCV builds decode a cut-off JPEG, filling the missing part with grey
+        warnings.warn(f"{path}: damaged JPEG (its data ends before the end-of-image marker; the missing "
+                      "part decodes grey)", DamagedImageWarning, stacklevel=2)
     return image
 
 
-def _is_truncated_jpeg(data: np.ndarray) -> bool:
-    # OpenCV decodes a cut-off JPEG into a partly grey image without an error; the end-of-image
-    # marker FF D9 (possibly followed by padding) tells a complete file.
-    if data.size < 4 or data[0] != 0xFF or data[1] != 0xD8:
+def jpeg_is_cut_off(data: bytes) -> bool:
+    """True for a JPEG whose compressed data has no end-of-image marker (FF D9) after its first
+    start-of-scan: a cut-off file, which OpenCV decodes into a partly grey image without error.
+
+    The header segments are walked by their lengths (an EXIF thumbnail holds its own FF D9), and
+    the scan data is searched from there on: inside it FF is always stuffed (FF 00) or a restart
+    marker, so the first FF D9 is the real end. Anything after it is a trailer and ignored.
+    Non-JPEG data and headers too broken to walk give False (the decoder judges those).
+    """
+    if data[:2] != b"\xff\xd8":
         return False
-    tail = data[-64:].tobytes()
-    return b"\xff\xd9" not in tail
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return False
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker == 0xD9:  # end of image before any scan
+            return False
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker == 0xDA:
+            return data.find(b"\xff\xd9", position + 2 + length) < 0
+        position += 2 + length
+    return True  # the headers run off the end of the file: cut off before any image data
 
 
 def list_images(folder: str | Path) -> list[Path]:
