@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kpnet_edge.atomic import atomic_write_text
+from kpnet_edge.commands.output_paths import check_output_file
 from kpnet_edge.data.mtfl import read_mtfl_landmarks
 from kpnet_edge.data.wider import load_wider
 from kpnet_edge.errors import KpnetError
@@ -65,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise KpnetError("nothing to compare with: give --wider-gt FILE and/or --landmarks-gt FILE")
     if not 0 < args.iou <= 1:
         raise KpnetError(f"--iou must be in (0, 1], got {args.iou}")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     predictions = read_predictions(args.predictions)
     results: dict = {"predictions": str(args.predictions)}
     if args.wider_gt is not None:
@@ -86,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print(landmark_table(landmarks))
     if args.json is not None:
         try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=1))
+            atomic_write_text(args.json, json.dumps(results, indent=1))
         except OSError as error:
             raise KpnetError(f"{args.json}: cannot write results ({error})") from None
         print(f"results written to {args.json}")

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kpnet_edge.commands.output_paths import check_output_folder
 from kpnet_edge.errors import KpnetError
 
 EXAMPLES = """examples:
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     """Build and write the report, print where it is; 3 when the gate fails."""
     from dataclasses import replace
 
-    from kpnet_edge.converters.manifest import load_manifest
+    from kpnet_edge.artifacts.manifest import load_manifest
     from kpnet_edge.datapaths import data_root
     from kpnet_edge.reporting.build import DEFAULT_PARAMS, ReportSettings, build_report, write_report
     from kpnet_edge.reporting.gate import EXIT_CODE
@@ -128,6 +129,7 @@ def _check(args: argparse.Namespace) -> None:
         raise KpnetError(f"--max-drop is an AP drop in [0, 1) (0.01 = 1 point), got {args.max_drop}")
     if args.moved_px < 0:
         raise KpnetError(f"--moved-px must not be negative, got {args.moved_px}")
+    check_output_folder(args.out, "--out")
 
 
 def _sizes(text: str | None) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kpnet_edge.atomic import atomic_write_bytes, atomic_write_text
-from kpnet_edge.converters.manifest import Manifest
+from kpnet_edge.artifacts.manifest import Manifest
 from kpnet_edge.imageio import read_image
 from kpnet_edge.postprocess import PostprocessParams
 from kpnet_edge.reporting import plots

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kpnet_edge.converters.manifest import Manifest
-from kpnet_edge.converters.targets import TARGETS
+from kpnet_edge.artifacts.manifest import Manifest
+from kpnet_edge.artifacts.targets import TARGETS
 from kpnet_edge.runtimes.base import Runtime
 
 REFERENCE_KEY = "torch-fp32"

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from kpnet_edge.converters.manifest import Manifest
+from kpnet_edge.artifacts.manifest import Manifest
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.postprocess import PostprocessParams
 from kpnet_edge.reporting.accuracy import model_accuracy
