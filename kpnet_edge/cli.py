@@ -14,7 +14,8 @@ from kpnet_edge.errors import KpnetError
 COMMANDS = {
     "detect": ("detect", "find faces in an image, a folder of images or a video"),
     "eval": ("evaluate", "score detections or landmarks against ground truth"),
-    "train": ("train", "train DRNet on synthetic scenes"),
+    "label": ("label", "complete a folder's face labels with a teacher detector (YuNet)"),
+    "train": ("train", "train DRNet on real photos and synthetic scenes"),
     "convert": ("convert", "export DRNet to ONNX, OpenVINO IR and TFLite, FP32 and INT8"),
     "report": ("report", "accuracy drop and latency of every converted model vs the FP32 reference"),
 }
