@@ -10,7 +10,8 @@ import torch
 from kpnet_edge import config
 from kpnet_edge.geometry import FaceTemplate, boxes_from_landmarks
 from kpnet_edge.postprocess import PostprocessParams, postprocess, scale_adaptive_soft_argmax
-from kpnet_edge.training.losses import keypoint_loss, scale_focal_loss, soft_argmax_in_windows
+from kpnet_edge.training.dataset import make_sample
+from kpnet_edge.training.losses import keypoint_loss, scale_bce_loss, scale_focal_loss, soft_argmax_in_windows
 from kpnet_edge.training.targets import face_targets, landmark_heatmap_target, scale_map_target
 
 MAP = (config.OUTPUT_SIZE, config.OUTPUT_SIZE)
@@ -91,3 +92,49 @@ def test_landmark_heatmap_target_peaks_at_visible_landmarks_only():
     assert target[0, 13, 10] == 1.0 and target[1, 12, 20] == 1.0
     assert target[3].max() == 0.0, "an occluded landmark must not be a target"
     assert 0 < target[0, 13, 12] < 1.0
+
+
+def test_ignore_regions_cost_nothing_in_the_scale_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(2, config.NUM_SCALES, 16, 16)
+    target = torch.zeros_like(logits)
+    target[0, 20, 4, 4] = 1.0
+    ignore = torch.zeros(2, 16, 16)
+    ignore[:, 8:12, 8:14] = 1
+    changed = logits.clone()
+    changed[:, :, 8:12, 8:14] += 9.0  # confident "faces" inside the ignore region
+    for loss in (scale_focal_loss, lambda a, b, ignore: scale_bce_loss(a, b, ignore=ignore)):
+        assert torch.allclose(loss(logits, target, ignore=ignore), loss(changed, target, ignore=ignore))
+        assert loss(changed, target, ignore=None) > loss(logits, target, ignore=None), "without it they cost"
+    positive_inside = target.clone()
+    positive_inside[1, 30, 9, 9] = 1.0
+    lower = logits.clone()
+    lower[1, 30, 9, 9] = -9.0
+    assert scale_focal_loss(lower, positive_inside, ignore=ignore) > scale_focal_loss(
+        logits, positive_inside, ignore=ignore), "a positive inside an ignore region still counts"
+
+
+def test_masked_landmarks_cost_nothing_in_the_keypoint_loss():
+    target = torch.rand(3, config.NUM_LANDMARKS, 2) * 10
+    predicted = target + 0.5
+    mask = torch.ones(3, config.NUM_LANDMARKS, dtype=torch.bool)
+    mask[1, 3:] = False
+    moved = predicted.clone()
+    moved[1, 3:] += 100.0
+    sides = torch.full((3,), 8.0)
+    assert torch.allclose(keypoint_loss(predicted, target, sides, mask), keypoint_loss(moved, target, sides, mask))
+    assert torch.allclose(keypoint_loss(predicted, target, sides, torch.ones_like(mask)),
+                          keypoint_loss(predicted, target, sides)), "an all-true mask is Eq. 7"
+
+
+def test_sample_marks_ignore_cells_and_masks_missing_points():
+    image = np.zeros((64, 64, 3), np.uint8)
+    boxes = np.array([[10.0, 10, 30, 30]])
+    landmarks = np.array([[[15.0, 16], [25, 16], [20, 21], [16, 26], [24, 26]]])
+    visible = np.array([[True, True, True, False, False]])
+    sample = make_sample(image, boxes, landmarks, visible, 256, ignore_boxes=np.array([[40.0, 40, 60, 60]]))
+    assert sample.landmark_mask.tolist() == [[True, True, True, False, False]]
+    ignore = sample.ignore.numpy()
+    cell_centres = config.cell_to_pixel(np.arange(32))
+    inside = (cell_centres >= 40) & (cell_centres <= 60)
+    assert (ignore == np.outer(inside, inside)).all()

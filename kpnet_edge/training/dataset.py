@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from kpnet_edge import config
+from kpnet_edge.training.photos import PhotoSampler
 from kpnet_edge.training.synth import SceneGenerator, random_crop
 from kpnet_edge.training.targets import face_targets, landmark_heatmap_target, scale_map_target
 
@@ -18,8 +19,9 @@ from kpnet_edge.training.targets import face_targets, landmark_heatmap_target, s
 class Sample:
     """One training image: pixels (3, h, w) uint8, scale target (S, h/2, w/2) uint8 (255 = 1:
     a quarter of float32's bytes through the loader's shared memory), the auxiliary landmark
-    heatmap target (K, h/2, w/2) uint8 likewise, and per face
-    windows (F, 4), landmarks (F, K, 2) in cells, window sides (F,) in cells."""
+    heatmap target (K, h/2, w/2) uint8 likewise, the ignore mask (h/2, w/2) uint8 (1: the scale
+    loss does not call it background), and per face windows (F, 4), landmarks (F, K, 2) in cells,
+    window sides (F,) in cells, landmark_mask (F, K) bool (the points Eq. 7 may use)."""
 
     pixels: torch.Tensor
     scale_target: torch.Tensor
@@ -27,6 +29,8 @@ class Sample:
     windows: torch.Tensor
     landmarks: torch.Tensor
     window_sides: torch.Tensor
+    landmark_mask: torch.Tensor
+    ignore: torch.Tensor
 
 
 class SceneDataset(Dataset):
@@ -50,24 +54,27 @@ class SceneDataset(Dataset):
 
 
 def make_sample(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, visible: np.ndarray,
-                image_max_edge: int) -> Sample:
+                image_max_edge: int, ignore_boxes: np.ndarray | None = None) -> Sample:
     """Targets for one RGB uint8 image (h, w, 3) with face boxes (N, 4), landmarks (N, K, 2) in
     its pixels and their visibility (N, K); image_max_edge is Eq. 1's I_max of the scene the image
-    was cut from. Only faces with every landmark visible teach the keypoints (Eq. 7)."""
+    was cut from. Each landmark that is visible and inside the map teaches Eq. 7 (a missing or
+    guessed point costs nothing); ignore_boxes (M, 4) are regions the scale loss must not call
+    background."""
     height, width = image.shape[:2]
     map_shape = (height // config.STRIDE, width // config.STRIDE)
     targets = face_targets(boxes, map_shape, image_max_edge)
     scale_target = scale_map_target(targets, map_shape)
     landmark_cells = config.pixel_to_cell(np.asarray(landmarks, dtype=np.float64).reshape(-1, config.NUM_LANDMARKS, 2))
-    # Eq. 7 needs every landmark inside the map: the soft-argmax cannot reach beyond it.
+    # Eq. 7 needs a landmark inside the map: the soft-argmax cannot reach beyond it.
     inside = np.all(
-        (landmark_cells >= 0) & (landmark_cells <= np.array([map_shape[1] - 1, map_shape[0] - 1])),
-        axis=(1, 2),
+        (landmark_cells >= 0) & (landmark_cells <= np.array([map_shape[1] - 1, map_shape[0] - 1])), axis=2
     )
     visible = np.asarray(visible, dtype=bool).reshape(-1, config.NUM_LANDMARKS)
-    keep = targets.valid & inside & visible.all(axis=1)
+    point_mask = visible & inside
+    keep = targets.valid & point_mask.any(axis=1)
     window_sides = targets.sizes / config.STRIDE
-    landmark_target = landmark_heatmap_target(landmark_cells, visible, window_sides, map_shape)
+    landmark_target = landmark_heatmap_target(landmark_cells, point_mask, window_sides, map_shape)
+    landmark_cells = np.where(point_mask[..., None], landmark_cells, 0.0)
     return Sample(
         pixels=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
         scale_target=torch.from_numpy(np.round(scale_target * 255).astype(np.uint8)),
@@ -75,7 +82,21 @@ def make_sample(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, vis
         windows=torch.from_numpy(targets.windows[keep]),
         landmarks=torch.from_numpy(landmark_cells[keep].astype(np.float32)),
         window_sides=torch.from_numpy(window_sides[keep].astype(np.float32)),
+        landmark_mask=torch.from_numpy(point_mask[keep]),
+        ignore=torch.from_numpy(ignore_cells(ignore_boxes, map_shape)),
     )
+
+
+def ignore_cells(boxes: np.ndarray | None, map_shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8, 1 at output cells whose centre pixel lies inside any box (N, 4) in pixels."""
+    mask = np.zeros(map_shape, dtype=np.uint8)
+    if boxes is None or len(boxes) == 0:
+        return mask
+    low = np.ceil(config.pixel_to_cell(np.asarray(boxes)[:, :2])).astype(int)
+    high = np.floor(config.pixel_to_cell(np.asarray(boxes)[:, 2:])).astype(int)
+    for (x1, y1), (x2, y2) in zip(np.maximum(low, 0), high):
+        mask[y1:y2 + 1, x1:x2 + 1] = 1
+    return mask
 
 
 @dataclass
@@ -88,6 +109,8 @@ class Batch:
     windows: torch.Tensor
     landmarks: torch.Tensor
     window_sides: torch.Tensor
+    landmark_mask: torch.Tensor
+    ignore: torch.Tensor
     face_image: torch.Tensor
 
 
@@ -100,6 +123,8 @@ def collate(samples: list[Sample]) -> Batch:
         windows=torch.cat([s.windows for s in samples]),
         landmarks=torch.cat([s.landmarks for s in samples]),
         window_sides=torch.cat([s.window_sides for s in samples]),
+        landmark_mask=torch.cat([s.landmark_mask for s in samples]),
+        ignore=torch.stack([s.ignore for s in samples]),
         face_image=torch.cat([torch.full((len(s.windows),), i) for i, s in enumerate(samples)]),
     )
 
@@ -124,3 +149,40 @@ class MixedSizeBatches(Sampler):
             count = max(1, self.batch_size * (self.crop_size**2) // (size**2)) if full else self.batch_size
             first = step * self.batch_size
             yield [(first + i, size) for i in range(count)]
+
+
+class PhotoDataset(Dataset):
+    """Samples cut from real labelled photos: item (index, size) is a letterbox of a whole photo
+    when size is the scene size, else a zoom or mosaic crop (training/photos.py)."""
+
+    def __init__(self, sampler: PhotoSampler, scene_size: int) -> None:
+        self.sampler = sampler
+        self.scene_size = scene_size
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, item: tuple[int, int]) -> Sample:
+        index, size = item
+        cut = self.sampler.cut(index, size, full_scene=size >= self.scene_size)
+        return make_sample(cut.image, cut.boxes, cut.landmarks, cut.visible, config.INPUT_SIZE, cut.ignore_boxes)
+
+
+class MixtureDataset(Dataset):
+    """Item (index, size) drawn from one of several datasets with the given weights; the choice is
+    a pure function of (seed, index), so a run replays exactly."""
+
+    def __init__(self, parts: Sequence[tuple[Dataset, float]], seed: int) -> None:
+        weights = np.array([weight for _, weight in parts], dtype=np.float64)
+        if len(parts) == 0 or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"mixture weights must be >= 0 with a positive sum, got {weights.tolist()}")
+        self.datasets = [dataset for dataset, _ in parts]
+        self.probabilities = weights / weights.sum()
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, item: tuple[int, int]) -> Sample:
+        rng = np.random.default_rng((self.seed, item[0], 1))
+        return self.datasets[int(rng.choice(len(self.datasets), p=self.probabilities))][item]

@@ -24,7 +24,12 @@ from kpnet_edge.datapaths import data_root
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.imageio import list_images
 from kpnet_edge.model import DRNet
-from kpnet_edge.training.dataset import Batch, MixedSizeBatches, SceneDataset, collate
+from kpnet_edge.data.records import AnnotatedImage
+from kpnet_edge.data.retinaface import load_retinaface_labels
+from kpnet_edge.training.dataset import (Batch, MixedSizeBatches, MixtureDataset, PhotoDataset,
+                                         SceneDataset, collate)
+from kpnet_edge.training.photos import PhotoSampler, load_photos
+from kpnet_edge.data.splits import check_split, split_records, write_split
 from kpnet_edge.training.losses import keypoint_loss, scale_bce_loss, scale_focal_loss, soft_argmax_in_windows
 from kpnet_edge.training.synth import SceneGenerator
 
@@ -56,6 +61,14 @@ class TrainConfig:
     backgrounds: str = ""
     max_faces: int = 0  # use only the first N MTFL faces (0: all); for smoke tests
     init_from: str = ""  # start from these weights with a fresh optimiser (fine-tuning)
+    synthetic_weight: float = 1.0  # mixture weight of synthetic MTFL scenes (0: none)
+    # Real labelled photos: [{name, labels (RetinaFace label.txt), images, weight, min_quality,
+    # val_fraction}]; each source's validation split is held out and recorded in splits_dir.
+    photo_sources: list[dict] = field(default_factory=list)
+    splits_dir: str = "configs/splits"
+    eval_every: int = 0  # steps between dev-set evaluations (0: never); best.pt keeps the best
+    dev_sets: list[str] = field(default_factory=lambda: ["wider", "face_mask", "caltech"])
+    dev_limit: int = 0  # images per dev set (0: all)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -109,6 +122,39 @@ def build_generator(cfg: TrainConfig) -> SceneGenerator:
     return SceneGenerator(faces, backgrounds, size=cfg.scene_size, seed=cfg.seed)
 
 
+def build_dataset(cfg: TrainConfig) -> MixtureDataset:
+    """The weighted mixture of synthetic scenes and each photo source's training split."""
+    parts: list[tuple[Any, float]] = []
+    if cfg.synthetic_weight > 0:
+        parts.append((SceneDataset(build_generator(cfg), cfg.seed), cfg.synthetic_weight))
+    for number, source in enumerate(cfg.photo_sources):
+        records = training_records(source, Path(cfg.splits_dir))
+        sampler = PhotoSampler(load_photos(records), cfg.seed + 1 + number)
+        parts.append((PhotoDataset(sampler, cfg.scene_size), float(source.get("weight", 1.0))))
+    if not parts:
+        raise KpnetError("nothing to train on: synthetic_weight is 0 and there are no photo_sources")
+    return MixtureDataset(parts, cfg.seed)
+
+
+def training_records(source: dict, splits_dir: Path) -> list[AnnotatedImage]:
+    """A photo source's records minus its validation split, which is recorded on first use and
+    checked on every later one (so a changed split never leaks held-out images into training)."""
+    try:
+        name, labels, images = source["name"], Path(source["labels"]), Path(source["images"])
+    except KeyError as error:
+        raise KpnetError(f"photo source {source}: missing {error}") from None
+    if not images.is_absolute() and not images.exists():
+        images = data_root() / images
+    records = load_retinaface_labels(labels, images, source.get("min_quality"))
+    fraction = float(source.get("val_fraction", 0.1))
+    split_file = splits_dir / f"{name}_val.txt"
+    if split_file.exists():
+        check_split(records, images, fraction, split_file)
+    else:
+        write_split(split_records(records, images, fraction)[1], images, split_file)
+    return split_records(records, images, fraction)[0]
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True,
           stop_at: int | None = None) -> Path:
     """Train DRNet; returns the path of the latest checkpoint (out_dir/last.pt).
@@ -136,7 +182,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start = int(state["step"])
-    dataset = SceneDataset(build_generator(cfg), cfg.seed)
+    dataset = build_dataset(cfg)
     end = min(cfg.steps, stop_at or cfg.steps)
     batches = MixedSizeBatches(cfg.batch_size, cfg.crop_size, cfg.scene_size, cfg.full_scene_every, end, start)
     loader = DataLoader(
@@ -147,6 +193,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     log_path = out_dir / "metrics.jsonl"
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress, file=sys.stderr, unit="step")
     started, seen = time.perf_counter(), 0
+    best = _best_so_far(out_dir / "dev.jsonl")
     model.train()
     with log_path.open("a") as log:
         for step, batch in enumerate(loader, start=start):
@@ -164,8 +211,57 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                 log.flush()
             if done % cfg.checkpoint_every == 0 or done == end:
                 _save(model, optimizer, schedule, cfg, done, out_dir / "last.pt")
+            if cfg.eval_every and (done % cfg.eval_every == 0 or done == end):
+                best = _evaluate_and_keep_best(model, optimizer, schedule, cfg, done, seen_total(cfg, done), best)
+                model.train()
     bar.close()
     return out_dir / "last.pt"
+
+
+def seen_total(cfg: TrainConfig, step: int) -> int:
+    """Training images seen after `step` steps (whole-scene batches hold a quarter as many)."""
+    batches = MixedSizeBatches(cfg.batch_size, cfg.crop_size, cfg.scene_size, cfg.full_scene_every, step)
+    return sum(len(batch) for batch in batches)
+
+
+def dev_score(results: dict) -> float:
+    """The number best.pt is chosen by: mean AP50 >= 24 px over the box dev sets evaluated."""
+    values = [r["ap50_24"] for r in results.values() if r.get("ap50_24") is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _best_so_far(dev_log: Path) -> float:
+    if not dev_log.exists():
+        return -1.0
+    scores = [json.loads(line)["score"] for line in dev_log.read_text().splitlines() if line.strip()]
+    return max(scores, default=-1.0)
+
+
+def _evaluate_and_keep_best(model: DRNet, optimizer: torch.optim.Optimizer, schedule: Any, cfg: TrainConfig,
+                            step: int, seen: int, best: float) -> float:
+    """Score the model on the dev sets, log a line to dev.jsonl, save best.pt when it improves."""
+    from kpnet_edge.detector import FaceDetector
+    from kpnet_edge.evaluation.devsets import evaluate_on_dev_sets, load_dev_set
+    from kpnet_edge.postprocess import PostprocessParams
+    from kpnet_edge.runtimes.torch_runtime import TorchRuntime
+
+    out_dir = Path(cfg.out_dir)
+    model.eval()
+    params = PostprocessParams(proposal_threshold=0.05, score_threshold=0.02)
+    detector = FaceDetector(TorchRuntime(model.float()), params)
+    dev_sets = [load_dev_set(name, data_root(), cfg.dev_limit or None, Path(cfg.splits_dir))
+                for name in cfg.dev_sets]
+    started = time.perf_counter()
+    results = evaluate_on_dev_sets(lambda image: [f.to_dict() for f in detector.detect(image)], dev_sets, 0.2)
+    score = dev_score(results)
+    record = {"step": step, "samples_seen": seen, "score": score, "eval_s": round(time.perf_counter() - started, 1),
+              **results}
+    with (out_dir / "dev.jsonl").open("a") as log:
+        log.write(json.dumps(record) + "\n")
+    if score > best:
+        _save(model, optimizer, schedule, cfg, step, out_dir / "best.pt")
+        return score
+    return best
 
 
 def _cpu_has_bf16() -> bool:
@@ -186,13 +282,15 @@ def compute_losses(model: DRNet, batch: Batch, cfg: TrainConfig, device: torch.d
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         scale_logits, landmark_logits = model(pixels)
     target = batch.scale_target.to(device).float() / 255.0
+    ignore = batch.ignore.to(device)
     if cfg.scale_loss == "focal":
-        scale = scale_focal_loss(scale_logits, target)
+        scale = scale_focal_loss(scale_logits, target, ignore=ignore)
     else:
-        scale = scale_bce_loss(scale_logits, target)
+        scale = scale_bce_loss(scale_logits, target, ignore=ignore)
     face_heatmaps = landmark_logits[batch.face_image.to(device)]
     keypoints = soft_argmax_in_windows(face_heatmaps, batch.windows.to(device))
-    keypoint = keypoint_loss(keypoints, batch.landmarks.to(device), batch.window_sides.to(device))
+    keypoint = keypoint_loss(keypoints, batch.landmarks.to(device), batch.window_sides.to(device),
+                             batch.landmark_mask.to(device))
     loss = scale + cfg.keypoint_weight * keypoint
     heatmap = torch.zeros((), device=device)
     if cfg.heatmap_weight:
