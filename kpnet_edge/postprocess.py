@@ -27,10 +27,9 @@ SCORE_MODES = ("eq8", "gated", "scale")
 _HEATMAP_CLAMP = 1.0e4
 """Heatmap logits are clipped to +-this so NaN/Inf in a model's output cannot poison exp()."""
 
-_MIN_RELATIVE_MASS = 1.0e-7
-"""Windows holding less than this share of a channel's exp-mass are recomputed directly: their
-summed-area-table difference would lose too many digits to cancellation (measured: the error in
-cells is about 1e-14 / share, so 1e-7 keeps keypoints within 1e-6 cells of the exact value)."""
+_KEYPOINT_TOLERANCE = 1.0e-6
+"""Largest rounding error, in cells, a soft-argmax keypoint may carry (a proven bound, see
+_window_sums; the true error is usually below 1e-9)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ def find_proposals(
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64), np.zeros(0)
     num_scales, height, width = scale_logits.shape
     ys, xs = np.divmod(flat_cells, width)
-    vectors = np.nan_to_num(scale_logits[:, ys, xs], nan=-np.inf)  # (S, C)
+    vectors = scale_logits[:, ys, xs]  # (S, C); NaN is never above the threshold
     bins, which = np.nonzero(vectors > threshold)
     ys, xs = ys[which], xs[which]
     values = vectors[bins, which].astype(np.float64)
@@ -200,8 +199,8 @@ def find_proposals(
     nb = np.clip(bins[:, None] + _NEIGHBOUR_OFFSETS[:, 0], 0, num_scales - 1)
     ny = np.clip(ys[:, None] + _NEIGHBOUR_OFFSETS[:, 1], 0, height - 1)
     nx = np.clip(xs[:, None] + _NEIGHBOUR_OFFSETS[:, 2], 0, width - 1)
-    neighbours = np.nan_to_num(scale_logits[nb, ny, nx], nan=-np.inf)
-    is_peak = np.all(values[:, None] >= neighbours, axis=1)
+    # "No neighbour is higher" rather than "all are lower or equal": a NaN neighbour never wins.
+    is_peak = ~np.any(scale_logits[nb, ny, nx] > values[:, None], axis=1)
     bins, ys, xs, values = bins[is_peak], ys[is_peak], xs[is_peak], values[is_peak]
     if len(values) > params.max_proposals:
         top = np.argpartition(values, -params.max_proposals)[-params.max_proposals :]
@@ -235,105 +234,148 @@ def scale_adaptive_soft_argmax(
     landmark_logits: (K, H, W); windows: (P, 4) inclusive [x1, y1, x2, y2] in cells.
     Returns keypoints (P, K, 2) [x, y] in cell coordinates (the expectation of the cell position
     under the window's softmax, i.e. Eq. 6 with P(i - x1, w) / w mapped back by w and x1) and
-    peak probabilities (P, K): max over the window of Eq. 5's Phi, for Eq. 8, computed for
-    `peak_channels` only (all by default; NaN elsewhere).
+    peak probabilities (P, K): max over the window of Eq. 5's Phi, for Eq. 8, for `peak_channels`
+    only (all by default; NaN elsewhere).
 
-    Summed-area tables of exp(h), x exp(h) and y exp(h) give each window's sums by four lookups;
-    subtracting the channel max before exp keeps it finite. Windows whose share of the channel's
-    mass is tiny are recomputed directly, where the table would lose precision.
-    """
-    heat = np.clip(
-        np.nan_to_num(landmark_logits.astype(np.float64), nan=-_HEATMAP_CLAMP),
-        -_HEATMAP_CLAMP,
-        _HEATMAP_CLAMP,
-    )
-    num_channels, height, width = heat.shape
-    weights = np.exp(heat - heat.max(axis=(1, 2), keepdims=True))  # (K, H, W), max 1
-    planes = (weights, weights * np.arange(width, dtype=np.float64), weights * np.arange(height, dtype=np.float64)[:, None])
-    # cv2.integral is a summed-area table in C, ~10x faster than two numpy cumsums; it writes
-    # straight into one (3, K, H+1, W+1) array, plane by plane.
-    tables = np.empty((3, num_channels, height + 1, width + 1))
-    for plane, table in zip(planes, tables):
-        for channel in range(num_channels):
-            cv2.integral(plane[channel], table[channel], cv2.CV_64F)
-    x1, y1, x2, y2 = windows.T
-    channel_index = np.arange(num_channels)[None, :]
-    rows1, rows2 = y1[:, None], y2[:, None] + 1
-    cols1, cols2 = x1[:, None], x2[:, None] + 1
-    sums = (
-        tables[:, channel_index, rows2, cols2] - tables[:, channel_index, rows1, cols2]
-        - tables[:, channel_index, rows2, cols1] + tables[:, channel_index, rows1, cols1]
-    ).transpose(1, 0, 2)  # (P, 3, K)
-    mass = sums[:, 0]
-    total = tables[0, :, -1, -1][None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        keypoints = np.stack([sums[:, 1] / mass, sums[:, 2] / mass], axis=-1)
+    Summed-area tables of exp(h - top), x exp(h - top) and y exp(h - top) give each window's sums
+    by four lookups. One table cannot serve every window: a window far below a peak that lies
+    above and left of it holds so little of its corner entries' mass that the four-term difference
+    cancels to noise. So the work goes in rounds: each round builds tables for every channel at
+    once, relative to the highest window max (exact, from window_max) still pending, clamped at 0
+    so nothing weighs more than 1, over the bounding box of the pending windows; it keeps the
+    windows whose rounding-error bound is within _KEYPOINT_TOLERANCE (and always those holding the
+    top, so every round finishes some) and leaves the rest to the next. The shipped model's maps
+    and noise take one round; a confident peak, two (benchmarks/postprocess.py)."""
+    heat = _finite_logits(landmark_logits)
+    num_windows, num_channels = len(windows), heat.shape[0]
+    window_peaks = window_max(heat, windows).astype(np.float64)  # (P, K) logits, exact
+    keypoints = np.empty((num_windows, num_channels, 2))
+    tops = np.empty((num_windows, num_channels))
+    masses = np.empty((num_windows, num_channels))
+    pending = np.ones((num_windows, num_channels), dtype=bool)
+    while pending.any():
+        members, channels = np.nonzero(pending)
+        channel_tops = np.where(pending, window_peaks, -np.inf).max(axis=0)
+        sums, origin, error_bound = _window_sums(heat, windows[members], channels, channel_tops)
+        # A window holding its channel's top weighs at least 1: its bound is tiny, or the map huge.
+        done = (error_bound <= _KEYPOINT_TOLERANCE) | (window_peaks[members, channels] >= channel_tops[channels])
+        members, channels, sums = members[done], channels[done], sums[:, done]
+        masses[members, channels] = sums[0]
+        keypoints[members, channels] = (sums[1:] / sums[0]).T + origin
+        tops[members, channels] = channel_tops[channels]
+        pending[members, channels] = False
     channels = list(range(num_channels) if peak_channels is None else peak_channels)
-    peak_probabilities = np.full((len(windows), num_channels), np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        peak_probabilities[:, channels] = (
-            window_max(weights[channels].astype(np.float32), windows) / mass[:, channels]
-        )
-    imprecise = np.argwhere(~(mass > _MIN_RELATIVE_MASS * total))
-    for p, c in imprecise:
-        keypoints[p, c], peak = _soft_argmax_direct(heat[c], windows[p])
-        if c in channels:
-            peak_probabilities[p, c] = peak
+    peak_probabilities = np.full((num_windows, num_channels), np.nan)
+    # The window's best cell weighs exp(peak - top) in its round's table.
+    peak_probabilities[:, channels] = np.exp(window_peaks[:, channels] - tops[:, channels]) / masses[:, channels]
     return keypoints, peak_probabilities
 
 
-def _soft_argmax_direct(heatmap: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, float]:
-    """Eq. 5-6 for one window and one channel, with the window's own max subtracted."""
-    x1, y1, x2, y2 = window
-    patch = heatmap[y1 : y2 + 1, x1 : x2 + 1]
-    weights = np.exp(patch - patch.max())
-    mass = weights.sum()
-    grid_y, grid_x = np.mgrid[y1 : y2 + 1, x1 : x2 + 1]
-    point = np.array([(weights * grid_x).sum() / mass, (weights * grid_y).sum() / mass])
-    return point, float(weights.max() / mass)
+def _finite_logits(landmark_logits: np.ndarray) -> np.ndarray:
+    """Logits as float32 within +-_HEATMAP_CLAMP, NaN as -_HEATMAP_CLAMP (no evidence)."""
+    heat = np.asarray(landmark_logits, dtype=np.float32)
+    if not np.isfinite(heat).all():
+        heat = np.nan_to_num(heat, nan=-_HEATMAP_CLAMP, posinf=_HEATMAP_CLAMP, neginf=-_HEATMAP_CLAMP)
+    return np.clip(heat, -_HEATMAP_CLAMP, _HEATMAP_CLAMP)
+
+
+def _window_sums(
+    heat: np.ndarray, windows: np.ndarray, channels: np.ndarray, channel_tops: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sums of w, x w and y w over windows (M, 4) of heat[channels] (M,), w = exp(min(h - top, 0))
+    with channel_tops (K,), x and y relative to the returned origin; and each keypoint's
+    rounding-error bound in cells. Returns (sums (3, M), origin (2,) [x, y], bound (M,)).
+
+    The bound: every weight is at most 1 and positive, so a table entry's rounding error is at
+    most (H + W) * eps times the entry (times the region width for the moment tables); the four
+    entries of a window are at most its far corner's, and the keypoint's error is at most twice
+    the moments' error over the window's mass.
+    """
+    x1, y1 = windows[:, 0].min(), windows[:, 1].min()
+    x2, y2 = windows[:, 2].max(), windows[:, 3].max()
+    used, which = np.unique(channels, return_inverse=True)
+    weights = heat[used, y1 : y2 + 1, x1 : x2 + 1].astype(np.float64)
+    weights -= channel_tops[used, None, None]  # in float64: exact for float32 logits
+    np.minimum(weights, 0.0, out=weights)
+    count, height, width = weights.shape
+    flat = weights.reshape(count * height, width)
+    cv2.exp(flat, flat)  # cv2's float64 exp: ~5x numpy's here
+    planes = (weights, weights * np.arange(width, dtype=np.float64), weights * np.arange(height, dtype=np.float64)[:, None])
+    tables = np.empty((3, count, height + 1, width + 1))
+    for plane, table in zip(planes, tables):
+        for index in range(count):
+            cv2.integral(plane[index], table[index], cv2.CV_64F)
+    cols1, rows1 = windows[:, 0] - x1, windows[:, 1] - y1
+    cols2, rows2 = windows[:, 2] - x1 + 1, windows[:, 3] - y1 + 1
+    far = tables[:, which, rows2, cols2]
+    sums = (far - tables[:, which, rows1, cols2]) - (tables[:, which, rows2, cols1] - tables[:, which, rows1, cols1])
+    unit = (height + width + 2) * np.finfo(np.float64).eps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # A mass that cancelled to zero or below has no bound: it waits for a later round.
+        bound = np.where(sums[0] > 0, 8 * unit * far[0] * max(height, width) / sums[0], np.inf)
+    return sums, np.array([x1, y1], dtype=np.float64), bound
 
 
 def window_max(values: np.ndarray, windows: np.ndarray) -> np.ndarray:
     """Max of values (K, H, W) over each inclusive window (P, 4) [x1, y1, x2, y2] -> (P, K).
 
-    Row-wise sparse tables (max over 2**k consecutive columns) give every row's max inside a
-    window from two lookups; the window max is the max over its rows, gathered in one go for all
-    windows whose width falls in the same power-of-two level.
+    Square sparse tables (max over 2**k x 2**k blocks, k up to the windows' shorter sides) cover
+    each window with a few overlapping blocks (at most 4 a side for proposal windows, whose sides
+    differ by less than 2x); windows sharing a level are gathered in one go.
     """
     widths = windows[:, 2] - windows[:, 0] + 1
-    row_counts = windows[:, 3] - windows[:, 1] + 1
-    levels_needed = np.floor(np.log2(widths)).astype(np.int64)
+    heights = windows[:, 3] - windows[:, 1] + 1
+    levels_needed = np.floor(np.log2(np.minimum(widths, heights))).astype(np.int64)
     tables = [values]
     for level in range(1, int(levels_needed.max(initial=0)) + 1):
-        step = 1 << (level - 1)
-        tables.append(np.maximum(tables[-1][:, :, :-step], tables[-1][:, :, step:]))
-    result = np.empty((len(windows), values.shape[0]), dtype=np.float64)
+        tables.append(_double_blocks(tables[-1], 1 << (level - 1)))
+    result = np.empty((len(windows), values.shape[0]), dtype=values.dtype)
     for level in np.unique(levels_needed):
+        block = 1 << int(level)
         members = np.flatnonzero(levels_needed == level)
         x1, y1, x2, y2 = windows[members].T
-        rows = y1[:, None] + np.arange(int(row_counts[members].max()))[None, :]
-        rows = np.minimum(rows, y2[:, None])  # short windows repeat their last row: max unchanged
-        table = tables[int(level)]
-        left = table[:, rows, x1[:, None]]  # (K, M, R)
-        right = table[:, rows, (x2 - (1 << int(level)) + 1)[:, None]]
-        result[members] = np.maximum(left, right).max(axis=2).T
+        xs = _block_starts(x1, x2, block)  # (M, nx)
+        ys = _block_starts(y1, y2, block)  # (M, ny)
+        blocks = tables[int(level)][:, ys[:, :, None], xs[:, None, :]]  # (K, M, ny, nx)
+        result[members] = blocks.max(axis=(2, 3)).T
     return result
+
+
+def _double_blocks(block_max: np.ndarray, step: int) -> np.ndarray:
+    """(K, H, W) maxima over step x step blocks (by top-left cell) -> over 2 step x 2 step blocks,
+    (K, H, W - step); the last `step` rows of each channel are left undefined (never read: a
+    block must fit in the map). cv2.max: ~2x numpy's here."""
+    count, height, width = block_max.shape
+    rows = cv2.max(block_max[:, :, :-step].reshape(count * height, -1), block_max[:, :, step:].reshape(count * height, -1))
+    doubled = np.empty((count * height, width - step), block_max.dtype)
+    doubled[:-step] = cv2.max(rows[:-step], rows[step:])
+    return doubled.reshape(count, height, width - step)
+
+
+def _block_starts(starts: np.ndarray, stops: np.ndarray, block: int) -> np.ndarray:
+    """First cells (M, n) of blocks of `block` cells that together cover each inclusive range
+    [start, stop] (stop - start + 1 >= block); extra blocks repeat the last one."""
+    counts = -(-(stops - starts + 1) // block)
+    offsets = np.arange(int(counts.max())) * block
+    return np.minimum(starts[:, None] + offsets[None, :], (stops - block + 1)[:, None])
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.6) -> np.ndarray:
     """Greedy non-maximum suppression. Returns indices of kept boxes, best score first.
 
-    All pairwise IoUs come from one vectorised computation; the greedy pass then walks only the
-    boxes that overlap another one beyond the threshold (the rest are kept as they are).
+    OpenCV's C++ NMS does the greedy pass (~10x numpy's pairwise matrix at 200 boxes). It is fed
+    each box's rank rather than its score, so its float32 scores cannot merge near-ties: the order
+    is numpy's stable sort of the float64 scores. Two zero-area boxes count as duplicates.
     """
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
     order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
-    boxes = boxes[order]
-    overlaps = np.triu(pairwise_iou(boxes, boxes) > iou_threshold, k=1)  # i ranks above j
-    suppressed = np.zeros(len(boxes), dtype=bool)
-    for i in np.flatnonzero(overlaps.any(axis=1)):
-        if not suppressed[i]:
-            suppressed |= overlaps[i]
-    return order[~suppressed]
+    ranks = np.empty(len(order), dtype=np.float32)
+    ranks[order] = np.arange(len(order), 0, -1)
+    boxes = np.asarray(boxes, dtype=np.float64)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    kept = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold))
+    return np.asarray(kept, dtype=np.int64).reshape(-1)
 
 
 def pairwise_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from kpnet_edge.postprocess import (
     nms,
     pairwise_iou,
     postprocess,
+    proposal_windows,
     scale_adaptive_soft_argmax,
     window_max,
 )
@@ -110,7 +111,7 @@ def test_vectorised_soft_argmax_equals_naive_loop(spread):
         np.testing.assert_allclose(peaks[p], ref_peaks, atol=1e-6, err_msg=f"window {window}")
 
 
-def test_far_from_peak_windows_fall_back_to_exact_computation():
+def test_far_from_peak_windows_are_exact():
     heat = np.zeros((5, 32, 32), np.float32)
     heat[:, 0, 0] = 400.0  # exp(-400) underflows the table everywhere else
     heat[:, 20:, 20:] = np.arange(12, dtype=np.float32)[None, :]
@@ -118,6 +119,67 @@ def test_far_from_peak_windows_fall_back_to_exact_computation():
     points, _ = scale_adaptive_soft_argmax(heat, window)
     ref, _ = naive_soft_argmax(heat, window[0])
     np.testing.assert_allclose(points[0], ref, atol=1e-6)
+
+
+def random_proposals(rng: np.random.Generator, count: int, bins: tuple[int, int]) -> np.ndarray:
+    """Windows of `count` proposals at random cells with random scale bins in [bins[0], bins[1])."""
+    cells = rng.integers(0, MAP, size=(count, 2))
+    sizes = config.bin_to_scale(rng.integers(*bins, size=count) + 0.5) * config.INPUT_SIZE
+    return proposal_windows(cells, sizes, (MAP, MAP))
+
+
+def test_confident_peak_maps_equal_naive_reference():
+    """The issue-11 case that used to take a per-window slow path: N(0, 2) heatmaps with one
+    confident landmark (logit 40) per channel, 200 proposals with bins 10-50."""
+    rng = np.random.default_rng(11)
+    heat = rng.normal(0.0, 2.0, (config.NUM_LANDMARKS, MAP, MAP)).astype(np.float32)
+    heat[np.arange(config.NUM_LANDMARKS), rng.integers(0, MAP, 5), rng.integers(0, MAP, 5)] = 40.0
+    windows = random_proposals(rng, 200, (10, 50))
+    points, peaks = scale_adaptive_soft_argmax(heat, windows)
+    for p, window in enumerate(windows):
+        ref_points, ref_peaks = naive_soft_argmax(heat, window)
+        np.testing.assert_allclose(points[p], ref_points, atol=1e-6, err_msg=f"window {window}")
+        np.testing.assert_allclose(peaks[p], ref_peaks, atol=1e-9, err_msg=f"window {window}")
+
+
+def test_postprocess_on_confident_peak_maps_equals_naive_pipeline():
+    """End to end on the same kind of maps: every face's landmarks are the naive soft-argmax of
+    its proposal's window, and every proposal is returned (no threshold, distinct cells)."""
+    rng = np.random.default_rng(12)
+    heat = rng.normal(0.0, 2.0, (config.NUM_LANDMARKS, MAP, MAP)).astype(np.float32)
+    heat[:, 64, 64] = 40.0
+    scale = np.full((config.NUM_SCALES, MAP, MAP), -12.0, np.float32)
+    flat = rng.choice(MAP * MAP, 200, replace=False)
+    scale[rng.integers(10, 50, 200), flat // MAP, flat % MAP] = 4.0
+    found = postprocess(scale, heat, PostprocessParams(score_threshold=0.0, nms_iou=1.0))
+    assert len(found) == 200
+    centres = (found.proposals[:, :2] + found.proposals[:, 2:]) / 2
+    cells = np.round(config.pixel_to_cell(centres[:, ::-1])).astype(np.int64)
+    windows = proposal_windows(cells, found.proposals[:, 2] - found.proposals[:, 0], (MAP, MAP))
+    for face, window in zip(found.landmarks, windows):
+        ref_points, _ = naive_soft_argmax(heat, window)
+        np.testing.assert_allclose(face, config.cell_to_pixel(ref_points), atol=1e-5, err_msg=f"window {window}")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hostile_heatmaps_equal_naive_reference(seed):
+    """NaN, infinities, 1e30 and +-100 logits side by side: every window still equals the naive
+    soft-argmax of the cleaned logits (NaN as no evidence, values clipped to +-1e4)."""
+    rng = np.random.default_rng(seed)
+    specials = np.array([np.nan, np.inf, -np.inf, 0, 1, -1, 50, -50, 1e30], np.float32)
+    for _ in range(100):
+        height, width = rng.integers(1, 25, 2)
+        heat = rng.uniform(-100, 100, (config.NUM_LANDMARKS, height, width)).astype(np.float32)
+        mask = rng.random(heat.shape) < rng.random()
+        heat[mask] = rng.choice(specials, mask.sum())
+        corners = rng.integers(0, [width, height], (20, 2))
+        windows = np.concatenate([corners, np.minimum(corners + rng.integers(0, 10, (20, 2)), [width - 1, height - 1])], 1)
+        points, peaks = scale_adaptive_soft_argmax(heat, windows)
+        clean = np.clip(np.nan_to_num(heat, nan=-1e4, posinf=1e4, neginf=-1e4), -1e4, 1e4)
+        for p, window in enumerate(windows):
+            ref_points, ref_peaks = naive_soft_argmax(clean, window)
+            np.testing.assert_allclose(points[p], ref_points, atol=1e-6, err_msg=f"window {window}")
+            np.testing.assert_allclose(peaks[p], ref_peaks, atol=1e-6, err_msg=f"window {window}")
 
 
 def test_window_max_equals_naive():
