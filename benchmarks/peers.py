@@ -5,6 +5,13 @@ image), MTFL test (miss rate and inter-ocular NME of the best-matching face) and
 milliseconds per image, so a KPNet row added to PEERS is compared on exactly the same footing.
 
     python benchmarks/peers.py [--limit N] [--out benchmarks/results/peers.json]
+
+With --dev it scores the real-photo dev sets instead (kpnet_edge/evaluation/devsets.py):
+WIDER-val-200-dev@416, the face-mask validation split (AP50 >= 24 px) and the Caltech Web Faces
+validation split (recall at the operating score, 4-point NME, mouth centre = mean of the
+corners), with YuNet-n/-s at 320 and 640 and KPNet at each input size:
+
+    python benchmarks/peers.py --dev [--kpnet-sizes 256 320 416] [--weights CKPT]
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from kpnet_edge.data.wider import load_wider
 from kpnet_edge.datapaths import data_root
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.evaluation.detection import evaluate_detections, thin_curves
+from kpnet_edge.evaluation.devsets import DEV_SET_NAMES, evaluate_on_dev_sets, load_dev_set
 from kpnet_edge.evaluation.landmarks import evaluate_landmarks
 from kpnet_edge.evaluation.table import format_table, percent
 from kpnet_edge.imageio import read_image
+from kpnet_edge.teacher import YuNetTeacher
 
 Detector = Callable[[np.ndarray], list[dict]]
 """BGR uint8 image (H, W, 3) -> faces [{"box": [x1, y1, x2, y2], "score", "landmarks"?}]."""
@@ -41,6 +50,12 @@ YUNET_SCORE_THRESHOLD = 0.01
 
 YUNET_SIZES = (320, 640)
 """The fixed input sizes the YuNet ONNX files were exported with."""
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "peers.json"
+YUNET_OPERATING_SCORE = 0.5
+"""OpenCV's FaceDetectorYN default: the score a YuNet face needs to count as found on Caltech."""
+KPNET_OPERATING_SCORE = 0.2
+"""The detector's default score threshold: a KPNet face needs it to count as found on Caltech."""
 
 MIN_SIZES = (16, 24)
 MTFL_SIZE = 160
@@ -252,18 +267,126 @@ def summary_table(results: dict[str, dict]) -> str:
     return format_table(headers, rows)
 
 
+@dataclass(frozen=True)
+class DevPeer:
+    """A --dev row: its name, a builder and the score a face needs to count as found on Caltech."""
+
+    name: str
+    build: Callable[[], Detector]
+    operating_score: float
+
+
+def yunet_fixed(data: Path, variant: str, size: int) -> Detector:
+    """YuNet-<variant> with its fixed size x size input: images larger than it are shrunk to fit,
+    smaller ones padded (never enlarged, as an application would run it)."""
+    teacher = YuNetTeacher(data / "peers" / "yunet" / f"yunet_{variant}_{size}_{size}.onnx", size,
+                           YUNET_SCORE_THRESHOLD, enlarge=False)
+
+    def detect(image: np.ndarray) -> list[dict]:
+        faces = teacher.detect(image)
+        return [{"box": box.tolist(), "score": float(score), "landmarks": points.tolist()}
+                for box, points, score in zip(faces.boxes, faces.landmarks, faces.scores)]
+
+    return detect
+
+
+def kpnet_sized(weights: Path | None, input_size: int) -> Detector:
+    """KPNet + DRNet through the toolkit's own FaceDetector (PyTorch, FP32) at input_size."""
+    from kpnet_edge.detector import FaceDetector
+    from kpnet_edge.postprocess import PostprocessParams
+
+    detector = FaceDetector.from_checkpoint(weights, params=PostprocessParams(**KPNET_PARAMS),
+                                            input_size=input_size)
+
+    def detect(image: np.ndarray) -> list[dict]:
+        return [face.to_dict() for face in detector.detect(image)]
+
+    return detect
+
+
+def dev_peers(data: Path, weights: Path | None, kpnet_sizes: list[int]) -> list[DevPeer]:
+    """YuNet-n/-s at 320 and 640, then KPNet at each size."""
+    rows = [DevPeer(f"yunet-{variant}@{size}", lambda v=variant, s=size: yunet_fixed(data, v, s), YUNET_OPERATING_SCORE)
+            for variant in ("n", "s") for size in (320, 640)]
+    rows += [DevPeer(f"kpnet@{size}", lambda s=size: kpnet_sized(weights, s), KPNET_OPERATING_SCORE) for size in kpnet_sizes]
+    return rows
+
+
+def dev_table(results: dict[str, dict]) -> str:
+    """One row per detector: the figures of each dev set present, then median ms on WIDER."""
+    headers, cells = ["detector"], []
+    first = next(iter(results.values()))
+    if "wider" in first:
+        headers += ["WIDER AP50>=16 (%)", "WIDER AP50>=24 (%)", "WIDER R@1FPPI>=24 (%)"]
+        cells.append(lambda r: [percent(r["wider"]["ap50_16"]), percent(r["wider"]["ap50_24"]),
+                                percent(r["wider"]["recall_1fppi_24"])])
+    if "face_mask" in first:
+        headers += ["mask AP50>=24 (%)"]
+        cells.append(lambda r: [percent(r["face_mask"]["ap50_24"])])
+    if "caltech" in first:
+        headers += ["Caltech recall (%)", "Caltech NME-4pt (%)"]
+        cells.append(lambda r: [percent(r["caltech"]["recall"]), percent(r["caltech"]["nme_4pt"], digits=2)])
+    timed = next(name for name in DEV_SET_NAMES if name in first)
+    headers.append(f"ms/image ({timed})")
+    rows = []
+    for name, result in results.items():
+        row = [name]
+        for cell in cells:
+            row += cell(result)
+        rows.append(row + [f"{result[timed]['median_ms']:.1f}"])
+    return format_table(headers, rows)
+
+
+def dev_main(args: argparse.Namespace) -> int:
+    """--dev: every YuNet size and KPNet input size on the dev sets; table and JSON."""
+    data = args.data or data_root()
+    try:
+        dev_sets = [load_dev_set(name, data, args.limit) for name in args.sets]
+        results = {}
+        for peer in dev_peers(data, args.weights, args.kpnet_sizes):
+            if args.only and peer.name not in args.only:
+                continue
+            print(f"running {peer.name} ...", file=sys.stderr)
+            results[peer.name] = evaluate_on_dev_sets(peer.build(), dev_sets, peer.operating_score)
+    except KpnetError as error:
+        print(f"peers: error: {error}", file=sys.stderr)
+        return 2
+    table = dev_table(results)
+    print(table)
+    settings = {
+        "sets": {dev.name: f"{dev.description}, {len(dev.records)} images" for dev in dev_sets},
+        "weights": str(args.weights) if args.weights else "shipped",
+        "limit": args.limit, "opencv": cv2.__version__, "threads": args.threads,
+        "yunet_score_threshold": YUNET_SCORE_THRESHOLD,
+        "operating_scores": {"yunet": YUNET_OPERATING_SCORE, "kpnet": KPNET_OPERATING_SCORE},
+    }
+    out = args.out if args.out != DEFAULT_OUT else DEFAULT_OUT.with_name("peers_dev.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": settings, "table": table, "results": results}, indent=1))
+    print(f"results written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen peers, print the table, write the JSON. Returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="shared data folder (default: data_root())")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "peers.json")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--limit", type=int, metavar="N", help="first N images of each set only")
     parser.add_argument("--peers", nargs="+", choices=sorted(PEERS), default=list(PEERS))
     parser.add_argument(
         "--threads", type=int, default=1, help="OpenCV threads (default: 1, steadier timings)"
     )
     parser.add_argument("--weights", type=Path, help="DRNet checkpoint for the kpnet row (default: shipped)")
+    dev = parser.add_argument_group("--dev: the dev sets (WIDER, face-mask val, Caltech val), YuNet at 320 and 640")
+    dev.add_argument("--dev", action="store_true", help="run the dev-set table instead (peers_dev.json)")
+    dev.add_argument("--sets", nargs="+", choices=DEV_SET_NAMES, default=list(DEV_SET_NAMES))
+    dev.add_argument("--only", nargs="+", metavar="NAME", help="run only these rows (e.g. kpnet@256)")
+    dev.add_argument("--kpnet-sizes", nargs="+", type=int, default=[256, 320, 416], metavar="PX")
     args = parser.parse_args(argv)
+    if args.dev:
+        cv2.setNumThreads(args.threads)
+        return dev_main(args)
     if args.weights:
         PEERS["kpnet"] = Peer("kpnet", lambda data: kpnet(args.weights), PEERS["kpnet"].mtfl_min_score)
     if args.limit is not None and args.limit < 1:

@@ -39,10 +39,11 @@ class TeacherFaces:
 
 class YuNetTeacher:
     """YuNet with a fixed square input: each image is scaled so its longer edge fills the input
-    (small photos are enlarged, so their small faces are found), padded bottom-right with black,
-    and the faces are mapped back to the image's pixels."""
+    (with enlarge, small photos are enlarged too, so a teacher finds their small faces), padded
+    bottom-right with black, and the faces are mapped back to the image's pixels."""
 
-    def __init__(self, model_path: str | Path, input_size: int = 640, min_score: float = 0.3) -> None:
+    def __init__(self, model_path: str | Path, input_size: int = 640, min_score: float = 0.3,
+                 enlarge: bool = True) -> None:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise KpnetError(f"{model_path}: YuNet ONNX file not found")
@@ -54,12 +55,15 @@ class YuNetTeacher:
         except cv2.error as error:
             raise KpnetError(f"{model_path}: OpenCV cannot load it as YuNet ({error.err})") from None
         self.input_size = input_size
+        self.enlarge = enlarge
         self.name = f"{model_path.stem}@{input_size}"
 
     def detect(self, image: np.ndarray) -> TeacherFaces:
         """Faces in a BGR uint8 image (H, W, 3)."""
         height, width = image.shape[:2]
         scale = self.input_size / max(height, width)
+        if not self.enlarge:
+            scale = min(scale, 1.0)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         canvas = np.zeros((self.input_size, self.input_size, 3), dtype=np.uint8)
