@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,11 +72,12 @@ class Report:
 
 
 def build_report(settings: ReportSettings, models: Sequence[ReportModel], manifest: Manifest,
-                 progress: bool = False) -> Report:
+                 progress: bool = False, collector: Callable[..., dict[str, ModelRun]] = collect) -> Report:
     """Measure `models` (the first one is the reference) and assemble the report.
 
     Inputs that can fail (data, calibration folder, peers file) are checked before the long runs,
     and the gate right after the accuracy pass, so a bad run stops early.
+    collector runs the accuracy pass: run.collect, or Ray tasks (kpnet_edge.scale.report).
     """
     say = _say if progress else (lambda text: None)
     sets = EvalSets.load(settings.data, settings.limit)
@@ -93,8 +94,8 @@ def build_report(settings: ReportSettings, models: Sequence[ReportModel], manife
     reference = models[0]
     host = machine()
     say(f"running {len(models)} models on {len(sets.wider)} WIDER images, {len(sets.mtfl_paths)} MTFL crops")
-    runs = collect(models, sets, settings.params, reference, settings.operating_score, settings.moved_px,
-                   progress)
+    runs = collector(models, sets, settings.params, reference, settings.operating_score,
+                     settings.moved_px, progress)
     rows = [_model_row(model, runs[model.key], sets, settings, model is reference) for model in models]
     for row in rows[1:]:
         row["drop"] = accuracy_drop(rows[0]["accuracy"], row["accuracy"])
