@@ -9,6 +9,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,8 +181,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         state = read_checkpoint(resume)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
         start = int(state["step"])
+        _restore_schedule(schedule, state["schedule"], start, cfg.steps)
     dataset = build_dataset(cfg)
     end = min(cfg.steps, stop_at or cfg.steps)
     batches = MixedSizeBatches(cfg.batch_size, cfg.crop_size, cfg.scene_size, cfg.full_scene_every, end, start)
@@ -194,6 +195,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress, file=sys.stderr, unit="step")
     started, seen = time.perf_counter(), 0
     best = _best_so_far(out_dir / "dev.jsonl")
+    evaluator = DevEvaluator(cfg) if cfg.eval_every else None
     model.train()
     with log_path.open("a") as log:
         for step, batch in enumerate(loader, start=start):
@@ -211,11 +213,24 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                 log.flush()
             if done % cfg.checkpoint_every == 0 or done == end:
                 _save(model, optimizer, schedule, cfg, done, out_dir / "last.pt")
-            if cfg.eval_every and (done % cfg.eval_every == 0 or done == end):
-                best = _evaluate_and_keep_best(model, optimizer, schedule, cfg, done, seen_total(cfg, done), best)
-                model.train()
+            if evaluator and (done % cfg.eval_every == 0 or done == end):
+                best = _evaluate_and_keep_best(evaluator, model, optimizer, schedule, cfg, done, best)
     bar.close()
     return out_dir / "last.pt"
+
+
+def _restore_schedule(schedule: Any, saved: dict, start: int, steps: int) -> None:
+    """Load the LR schedule; when the run's length changed (`steps` differs from the saved one),
+    rebuild it for the new length and fast-forward it to `start` instead, and say so."""
+    if saved.get("total_steps") == steps:
+        schedule.load_state_dict(saved)
+        return
+    print(f"resuming into a schedule of {steps} steps (saved: {saved.get('total_steps')}); "
+          f"learning rate fast-forwarded to step {start}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # stepping the schedule without the optimiser
+        for _ in range(start):
+            schedule.step()
 
 
 def seen_total(cfg: TrainConfig, step: int) -> int:
@@ -233,34 +248,53 @@ def dev_score(results: dict) -> float:
 def _best_so_far(dev_log: Path) -> float:
     if not dev_log.exists():
         return -1.0
-    scores = [json.loads(line)["score"] for line in dev_log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in dev_log.read_text().splitlines() if line.strip()]
+    scores = [record["score"] for record in records if "score" in record]
     return max(scores, default=-1.0)
 
 
-def _evaluate_and_keep_best(model: DRNet, optimizer: torch.optim.Optimizer, schedule: Any, cfg: TrainConfig,
-                            step: int, seen: int, best: float) -> float:
-    """Score the model on the dev sets, log a line to dev.jsonl, save best.pt when it improves."""
-    from kpnet_edge.detector import FaceDetector
-    from kpnet_edge.evaluation.devsets import evaluate_on_dev_sets, load_dev_set
-    from kpnet_edge.postprocess import PostprocessParams
-    from kpnet_edge.runtimes.torch_runtime import TorchRuntime
+class DevEvaluator:
+    """Scores the model being trained on the dev sets. Everything it needs is imported and loaded
+    when it is built, at the start of the run, so a long run never depends on later edits."""
 
+    def __init__(self, cfg: TrainConfig) -> None:
+        from kpnet_edge.detector import FaceDetector
+        from kpnet_edge.evaluation.devsets import evaluate_on_dev_sets, load_dev_set
+        from kpnet_edge.postprocess import PostprocessParams
+        from kpnet_edge.runtimes.torch_runtime import TorchRuntime
+
+        self._detector, self._runtime, self._evaluate = FaceDetector, TorchRuntime, evaluate_on_dev_sets
+        self._params = PostprocessParams(proposal_threshold=0.05, score_threshold=0.02)
+        self.dev_sets = [load_dev_set(name, data_root(), cfg.dev_limit or None, Path(cfg.splits_dir))
+                         for name in cfg.dev_sets]
+
+    def __call__(self, model: DRNet) -> dict:
+        detector = self._detector(self._runtime(model), self._params)
+        return self._evaluate(lambda image: [f.to_dict() for f in detector.detect(image)], self.dev_sets, 0.2)
+
+
+def _evaluate_and_keep_best(evaluator: DevEvaluator, model: DRNet, optimizer: torch.optim.Optimizer,
+                            schedule: Any, cfg: TrainConfig, step: int, best: float) -> float:
+    """Score the model on the dev sets, log a line to dev.jsonl, save best.pt when it improves.
+    A failing evaluation is logged, not fatal: the run matters more than one of its checks."""
     out_dir = Path(cfg.out_dir)
     model.eval()
-    params = PostprocessParams(proposal_threshold=0.05, score_threshold=0.02)
-    detector = FaceDetector(TorchRuntime(model.float()), params)
-    dev_sets = [load_dev_set(name, data_root(), cfg.dev_limit or None, Path(cfg.splits_dir))
-                for name in cfg.dev_sets]
     started = time.perf_counter()
-    results = evaluate_on_dev_sets(lambda image: [f.to_dict() for f in detector.detect(image)], dev_sets, 0.2)
-    score = dev_score(results)
-    record = {"step": step, "samples_seen": seen, "score": score, "eval_s": round(time.perf_counter() - started, 1),
-              **results}
+    record: dict[str, Any] = {"step": step, "samples_seen": seen_total(cfg, step)}
+    try:
+        results = evaluator(model)
+    except Exception as error:  # noqa: BLE001 - logged, and training goes on
+        record["error"] = f"{type(error).__name__}: {error}"
+        results = None
+    finally:
+        model.train()
+    if results is not None:
+        record.update(score=dev_score(results), eval_s=round(time.perf_counter() - started, 1), **results)
     with (out_dir / "dev.jsonl").open("a") as log:
         log.write(json.dumps(record) + "\n")
-    if score > best:
+    if results is not None and record["score"] > best:
         _save(model, optimizer, schedule, cfg, step, out_dir / "best.pt")
-        return score
+        return record["score"]
     return best
 
 
