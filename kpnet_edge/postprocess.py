@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -112,9 +114,8 @@ def postprocess(
     centres = config.cell_to_pixel(cells[:, ::-1].astype(np.float64))  # (x, y) in pixels
     proposals = np.concatenate([centres - sizes[:, None] / 2, centres + sizes[:, None] / 2], axis=1)
     windows = proposal_windows(cells, sizes, (height, width))
-    keypoint_cells, peak_probabilities = scale_adaptive_soft_argmax(
-        landmark_logits, windows, config.SCORE_LANDMARKS
-    )
+    peak_channels = () if params.score == "scale" else config.SCORE_LANDMARKS  # "scale" needs no peaks
+    keypoint_cells, peak_probabilities = scale_adaptive_soft_argmax(landmark_logits, windows, peak_channels)
     landmarks = config.cell_to_pixel(keypoint_cells)
     scores = face_scores(proposal_scores, peak_probabilities, params.score)
     keep = scores >= params.score_threshold
@@ -133,14 +134,14 @@ def postprocess(
 def face_scores(proposal_scores: np.ndarray, peak_probabilities: np.ndarray, mode: str = "eq8") -> np.ndarray:
     """Scores in [0, 1] from P_s (P,) and peak soft-argmax probabilities (P, K); see
     PostprocessParams.score. "eq8" is Eq. 8, P = P_s + sum over eyes and nose of max Phi, / 4."""
+    if mode == "scale":
+        return proposal_scores
     # The clip only absorbs float32 rounding of peaks that are exactly 1.
     peaks = np.clip(peak_probabilities[:, list(config.SCORE_LANDMARKS)], 0.0, 1.0).sum(axis=1)
     top = 1 + len(config.SCORE_LANDMARKS)
     if mode == "eq8":
         return (proposal_scores + peaks) / top
-    if mode == "gated":
-        return proposal_scores * (1 + peaks) / top
-    return proposal_scores
+    return proposal_scores * (1 + peaks) / top
 
 
 def _check_shapes(scale_logits: np.ndarray, landmark_logits: np.ndarray) -> None:
@@ -241,30 +242,39 @@ def scale_adaptive_soft_argmax(
     by four lookups. One table cannot serve every window: a window far below a peak that lies
     above and left of it holds so little of its corner entries' mass that the four-term difference
     cancels to noise. So the work goes in rounds: each round builds tables for every channel at
-    once, relative to the highest window max (exact, from window_max) still pending, clamped at 0
+    once, relative to the channel max (first round), then to the highest window max (exact, from
+    window_max) still pending, clamped at 0
     so nothing weighs more than 1, over the bounding box of the pending windows; it keeps the
     windows whose rounding-error bound is within _KEYPOINT_TOLERANCE (and always those holding the
     top, so every round finishes some) and leaves the rest to the next. The shipped model's maps
     and noise take one round; a confident peak, two (benchmarks/postprocess.py)."""
     heat = _finite_logits(landmark_logits)
     num_windows, num_channels = len(windows), heat.shape[0]
-    window_peaks = window_max(heat, windows).astype(np.float64)  # (P, K) logits, exact
+    channels = list(range(num_channels) if peak_channels is None else peak_channels)
+    window_peaks = np.full((num_windows, num_channels), np.nan)  # exact window max logits, when needed
+    if channels:
+        window_peaks[:, channels] = window_max(heat[channels], windows)
     keypoints = np.empty((num_windows, num_channels, 2))
     tops = np.empty((num_windows, num_channels))
     masses = np.empty((num_windows, num_channels))
     pending = np.ones((num_windows, num_channels), dtype=bool)
+    # The first round's top is the channel max: it needs no window max, and on noise and on the
+    # shipped model's maps it is the only round.
+    channel_tops = heat.reshape(num_channels, -1).max(axis=1).astype(np.float64)
     while pending.any():
-        members, channels = np.nonzero(pending)
-        channel_tops = np.where(pending, window_peaks, -np.inf).max(axis=0)
-        sums, origin, error_bound = _window_sums(heat, windows[members], channels, channel_tops)
+        members, members_channels = np.nonzero(pending)
+        sums, origin, error_bound = _window_sums(heat, windows[members], members_channels, channel_tops)
         # A window holding its channel's top weighs at least 1: its bound is tiny, or the map huge.
-        done = (error_bound <= _KEYPOINT_TOLERANCE) | (window_peaks[members, channels] >= channel_tops[channels])
-        members, channels, sums = members[done], channels[done], sums[:, done]
-        masses[members, channels] = sums[0]
-        keypoints[members, channels] = (sums[1:] / sums[0]).T + origin
-        tops[members, channels] = channel_tops[channels]
-        pending[members, channels] = False
-    channels = list(range(num_channels) if peak_channels is None else peak_channels)
+        done = (error_bound <= _KEYPOINT_TOLERANCE) | (window_peaks[members, members_channels] >= channel_tops[members_channels])
+        members, members_channels, sums = members[done], members_channels[done], sums[:, done]
+        masses[members, members_channels] = sums[0]
+        keypoints[members, members_channels] = (sums[1:] / sums[0]).T + origin
+        tops[members, members_channels] = channel_tops[members_channels]
+        pending[members, members_channels] = False
+        unknown = np.flatnonzero((pending & np.isnan(window_peaks)).any(axis=1))
+        if len(unknown):
+            window_peaks[unknown] = window_max(heat, windows[unknown])
+        channel_tops = np.where(pending, window_peaks, -np.inf).max(axis=0)
     peak_probabilities = np.full((num_windows, num_channels), np.nan)
     # The window's best cell weighs exp(peak - top) in its round's table.
     peak_probabilities[:, channels] = np.exp(window_peaks[:, channels] - tops[:, channels]) / masses[:, channels]
@@ -293,15 +303,20 @@ def _window_sums(
     """
     x1, y1 = windows[:, 0].min(), windows[:, 1].min()
     x2, y2 = windows[:, 2].max(), windows[:, 3].max()
-    used, which = np.unique(channels, return_inverse=True)
-    weights = heat[used, y1 : y2 + 1, x1 : x2 + 1].astype(np.float64)
-    weights -= channel_tops[used, None, None]  # in float64: exact for float32 logits
+    used = np.flatnonzero(np.bincount(channels, minlength=len(channel_tops)))
+    which = np.cumsum(np.bincount(channels, minlength=len(channel_tops)) > 0)[channels] - 1
+    count, height, width = len(used), y2 - y1 + 1, x2 - x1 + 1
+    planes = _scratch("planes", (3, count, height, width))
+    weights = planes[0]
+    # In float64: h - top is exact for float32 logits.
+    region = heat[:, y1 : y2 + 1, x1 : x2 + 1] if count == len(heat) else heat[used, y1 : y2 + 1, x1 : x2 + 1]
+    np.subtract(region, channel_tops[used, None, None], out=weights)
     np.minimum(weights, 0.0, out=weights)
-    count, height, width = weights.shape
     flat = weights.reshape(count * height, width)
     cv2.exp(flat, flat)  # cv2's float64 exp: ~5x numpy's here
-    planes = (weights, weights * np.arange(width, dtype=np.float64), weights * np.arange(height, dtype=np.float64)[:, None])
-    tables = np.empty((3, count, height + 1, width + 1))
+    np.multiply(weights, np.arange(width, dtype=np.float64), out=planes[1])
+    np.multiply(weights, np.arange(height, dtype=np.float64)[:, None], out=planes[2])
+    tables = _scratch("tables", (3, count, height + 1, width + 1))
     for plane, table in zip(planes, tables):
         for index in range(count):
             cv2.integral(plane[index], table[index], cv2.CV_64F)
@@ -314,6 +329,24 @@ def _window_sums(
         # A mass that cancelled to zero or below has no bound: it waits for a later round.
         bound = np.where(sums[0] > 0, 8 * unit * far[0] * max(height, width) / sums[0], np.inf)
     return sums, np.array([x1, y1], dtype=np.float64), bound
+
+
+_scratch_buffers = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A contiguous float64 array of `shape`, carved from a per-thread buffer kept across calls.
+
+    Fresh arrays of a few MB are mapped fresh by the allocator on every call, and their page
+    faults cost more than the arithmetic done in them (measured: 2x the soft-argmax's time).
+    Nothing carved from here may outlive the call that asked for it.
+    """
+    size = math.prod(shape)
+    buffer = getattr(_scratch_buffers, name, None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(size)
+        setattr(_scratch_buffers, name, buffer)
+    return buffer[:size].reshape(shape)
 
 
 def window_max(values: np.ndarray, windows: np.ndarray) -> np.ndarray:
