@@ -9,7 +9,7 @@ from kpnet_edge.checkpoint import read_checkpoint
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.model import DRNet
 from kpnet_edge.training.dataset import SceneDataset, collate
-from kpnet_edge.training.trainer import TrainConfig, _train_step, build_generator, train
+from kpnet_edge.training.trainer import TrainConfig, _restore_schedule, _train_step, build_generator, train
 
 TINY = {"stem": 8, "mid": 16, "deep": 32, "head": 8}
 
@@ -50,3 +50,26 @@ def test_training_refuses_a_test_split(tmp_path, mtfl_root, backgrounds_dir):
     cfg.mtfl_list = str(mtfl_root / "new_testing.txt")
     with pytest.raises(KpnetError, match="refusing to train on a test split"):
         train(cfg, progress=False)
+
+
+def _one_cycle(total: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=total, pct_start=0.05)
+
+
+def test_resuming_into_a_shorter_run_fast_forwards_its_schedule():
+    saved = _one_cycle(400)
+    for _ in range(30):
+        saved.optimizer.step()
+        saved.step()
+    same_length = _one_cycle(400)
+    _restore_schedule(same_length, saved.state_dict(), 30, 400)
+    assert same_length.get_last_lr() == saved.get_last_lr()
+    shorter = _one_cycle(300)
+    _restore_schedule(shorter, saved.state_dict(), 30, 300)
+    reference = _one_cycle(300)
+    for _ in range(30):
+        reference.optimizer.step()
+        reference.step()
+    assert shorter.get_last_lr() == pytest.approx(reference.get_last_lr())
+    assert shorter.total_steps == 300
