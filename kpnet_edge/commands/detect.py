@@ -62,7 +62,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="minimum face score in [0, 1] (default: %(default)s)")
     parser.add_argument("--proposal-threshold", type=float,
                         default=PostprocessParams.proposal_threshold,
-                        help="minimum scale-map probability of a proposal (default: %(default)s)")
+                        help="minimum scale-map probability of a proposal (default: the lowest whose face "
+                             "can still reach --threshold, so --threshold alone decides)")
     parser.add_argument("--batch", type=int,
                         help=f"images per model call (default: {STREAM_BATCH} for folders and videos, else 1)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     inputs, total = _inputs(args.source)
     for value, name in ((args.threshold, "--threshold"), (args.proposal_threshold, "--proposal-threshold")):
-        if not 0.0 <= value <= 1.0:
+        if value is not None and not 0.0 <= value <= 1.0:  # None: derived from --threshold
             raise KpnetError(f"{name} must lie in [0, 1], got {value}")
     params = PostprocessParams(score_threshold=args.threshold, proposal_threshold=args.proposal_threshold)
     stream = args.source.is_dir() or is_video(args.source)
