@@ -64,7 +64,7 @@ def collect(
     sets: EvalSets,
     params: PostprocessParams,
     reference: ReportModel | None = None,
-    operating_score: float = 0.3,
+    operating_score: float = PostprocessParams.score_threshold,
     moved_px: float = 2.0,
     progress: bool = False,
 ) -> dict[str, ModelRun]:
