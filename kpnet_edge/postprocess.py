@@ -34,20 +34,35 @@ _KEYPOINT_TOLERANCE = 1.0e-6
 _window_sums; the true error is usually below 1e-9)."""
 
 
+DEFAULT_SCORE = "scale"
+"""The default ranking (see PostprocessParams.score): P_s ranks best on held-out scenes."""
+
+DEFAULT_SCORE_THRESHOLD = 0.2
+"""The default minimum score of a returned face, everywhere (detector, CLI, reports): best F1 on
+held-out synthetic scenes."""
+
+
 @dataclass(frozen=True)
 class PostprocessParams:
-    """Thresholds and ranking of the post-processor. Scores live in [0, 1]."""
+    """Thresholds and ranking of the post-processor. Scores live in [0, 1].
 
-    proposal_threshold: float = 0.2
-    """Minimum scale-map probability for a proposal."""
-    score_threshold: float = 0.2
-    """Minimum final score of a returned face (default: best F1 on held-out synthetic scenes)."""
+    score_threshold decides which faces come back. proposal_threshold only bounds the work: by
+    default it is derived from score_threshold as the lowest P_s whose face can still reach it
+    (score_threshold itself for the "scale" and "gated" scores, 4 * score_threshold - 3 for
+    "eq8"), so lowering the score threshold finds more faces. Set it explicitly to examine fewer
+    (or more) proposals; `dataclasses.replace` keeps the value it resolved to.
+    """
+
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    """Minimum final score of a returned face."""
+    proposal_threshold: float | None = None
+    """Minimum scale-map probability P_s of a proposal; None: derived from score_threshold."""
     max_proposals: int = 200
     """Top-k cap on proposals, so a flat or noisy map cannot explode the work."""
     max_candidate_cells: int = 4096
     """Cap on spatial cells examined for local maxima (the highest cells win)."""
     nms_iou: float = 0.6
-    score: str = "scale"
+    score: str = DEFAULT_SCORE
     """How proposals are ranked: "eq8", (P_s + sum of eye/nose peak probabilities) / 4, as in the
     paper; "gated", P_s * (1 + that sum) / 4, where the keypoints can only confirm a proposal
     (tiny windows have peak probability ~1 whatever their content); "scale", P_s alone, the
@@ -58,6 +73,21 @@ class PostprocessParams:
     def __post_init__(self) -> None:
         if self.score not in SCORE_MODES:
             raise ValueError(f"score must be one of {SCORE_MODES}, got {self.score!r}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must lie in [0, 1], got {self.score_threshold}")
+        if self.proposal_threshold is None:
+            object.__setattr__(self, "proposal_threshold", lowest_proposal_score(self.score_threshold, self.score))
+        elif not 0.0 <= self.proposal_threshold <= 1.0:
+            raise ValueError(f"proposal_threshold must lie in [0, 1], got {self.proposal_threshold}")
+
+
+def lowest_proposal_score(score_threshold: float, mode: str = DEFAULT_SCORE) -> float:
+    """The lowest P_s whose face can still score score_threshold under `mode` (face_scores):
+    the peak probabilities add at most len(SCORE_LANDMARKS) to "eq8" and scale "gated" by <= 1."""
+    if mode == "eq8":
+        top = 1 + len(config.SCORE_LANDMARKS)
+        return max(top * score_threshold - (top - 1), 0.0)
+    return score_threshold
 
 
 @dataclass(frozen=True)
@@ -131,7 +161,9 @@ def postprocess(
     )
 
 
-def face_scores(proposal_scores: np.ndarray, peak_probabilities: np.ndarray, mode: str = "eq8") -> np.ndarray:
+def face_scores(
+    proposal_scores: np.ndarray, peak_probabilities: np.ndarray, mode: str = DEFAULT_SCORE
+) -> np.ndarray:
     """Scores in [0, 1] from P_s (P,) and peak soft-argmax probabilities (P, K); see
     PostprocessParams.score. "eq8" is Eq. 8, P = P_s + sum over eyes and nose of max Phi, / 4."""
     if mode == "scale":
@@ -183,7 +215,7 @@ def find_proposals(
     """
     threshold = _logit(params.proposal_threshold)
     cell_peaks = np.fmax.reduce(scale_logits, axis=0)  # fmax: NaN never wins
-    flat_cells = np.flatnonzero(cell_peaks > threshold)
+    flat_cells = np.flatnonzero(cell_peaks >= threshold)
     if len(flat_cells) > params.max_candidate_cells:
         top = np.argpartition(cell_peaks.ravel()[flat_cells], -params.max_candidate_cells)
         flat_cells = flat_cells[top[-params.max_candidate_cells :]]
@@ -191,8 +223,8 @@ def find_proposals(
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64), np.zeros(0)
     num_scales, height, width = scale_logits.shape
     ys, xs = np.divmod(flat_cells, width)
-    vectors = scale_logits[:, ys, xs]  # (S, C); NaN is never above the threshold
-    bins, which = np.nonzero(vectors > threshold)
+    vectors = scale_logits[:, ys, xs]  # (S, C); NaN is never at or above the threshold
+    bins, which = np.nonzero(vectors >= threshold)
     ys, xs = ys[which], xs[which]
     values = vectors[bins, which].astype(np.float64)
     # Neighbours beyond the border clip onto the border: comparing with an in-range cell (or
@@ -398,17 +430,22 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.6) -> np
 
     OpenCV's C++ NMS does the greedy pass (~10x numpy's pairwise matrix at 200 boxes). It is fed
     each box's rank rather than its score, so its float32 scores cannot merge near-ties: the order
-    is numpy's stable sort of the float64 scores. Two zero-area boxes count as duplicates.
+    is numpy's stable sort of the float64 scores. Zero-area boxes overlap nothing (pairwise_iou
+    gives them 0); OpenCV would call two of them duplicates, so they skip it and are all kept.
     """
-    if len(boxes) == 0:
-        return np.zeros(0, dtype=np.int64)
     order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    sides = boxes[:, 2:] - boxes[:, :2]
+    solid = np.flatnonzero((sides > 0).all(axis=1))
     ranks = np.empty(len(order), dtype=np.float32)
     ranks[order] = np.arange(len(order), 0, -1)
-    boxes = np.asarray(boxes, dtype=np.float64)
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    kept = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold))
-    return np.asarray(kept, dtype=np.int64).reshape(-1)
+    kept = np.ones(len(boxes), dtype=bool)
+    if len(solid):
+        xywh = np.concatenate([boxes[solid, :2], sides[solid]], axis=1)
+        survivors = np.asarray(cv2.dnn.NMSBoxes(xywh, ranks[solid], 0.0, float(iou_threshold)), dtype=np.int64)
+        kept[solid] = False
+        kept[solid[survivors.reshape(-1)]] = True
+    return order[kept[order]]
 
 
 def pairwise_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ def face_at(cx: float, cy: float, size: float) -> np.ndarray:
 def test_planted_faces_are_recovered_with_subpixel_landmarks():
     faces = np.stack([face_at(60.3, 70.7, 40.0), face_at(180.6, 150.2, 90.0), face_at(200.1, 40.4, 24.0)])
     scale, heat = plant_faces(faces)
-    found = postprocess(scale, heat, PostprocessParams(score_threshold=0.0))
+    found = postprocess(scale, heat, PostprocessParams())
     assert len(found) == 3, f"expected 3 faces, got {len(found)}"
     order = [int(np.argmin(np.linalg.norm(found.landmarks[:, 2] - f[2], axis=1))) for f in faces]
     np.testing.assert_allclose(found.landmarks[order], faces, atol=0.05)
@@ -67,7 +67,7 @@ def test_planted_faces_are_recovered_with_subpixel_landmarks():
 def test_proposal_size_decodes_eq1_bin():
     faces = face_at(128.0, 128.0, 64.0)[None]
     scale, heat = plant_faces(faces)
-    found = postprocess(scale, heat, PostprocessParams(score_threshold=0.0))
+    found = postprocess(scale, heat, PostprocessParams())
     side = found.proposals[0, 2] - found.proposals[0, 0]
     box = boxes_from_landmarks(faces, FaceTemplate.load())[0]
     true_side = max(box[2] - box[0], box[3] - box[1])
@@ -77,7 +77,7 @@ def test_proposal_size_decodes_eq1_bin():
 
 def test_letterbox_undo_scales_everything():
     faces = face_at(100.0, 100.0, 50.0)[None]
-    found = postprocess(*plant_faces(faces), PostprocessParams(score_threshold=0.0))
+    found = postprocess(*plant_faces(faces), PostprocessParams())
     back = found.scaled(2.5)
     np.testing.assert_allclose(back.landmarks, found.landmarks * 2.5)
     np.testing.assert_allclose(back.boxes, found.boxes * 2.5)
@@ -144,14 +144,14 @@ def test_confident_peak_maps_equal_naive_reference():
 
 def test_postprocess_on_confident_peak_maps_equals_naive_pipeline():
     """End to end on the same kind of maps: every face's landmarks are the naive soft-argmax of
-    its proposal's window, and every proposal is returned (no threshold, distinct cells)."""
+    its proposal's window, and every proposal is returned (all score 0.98, distinct cells, no NMS)."""
     rng = np.random.default_rng(12)
     heat = rng.normal(0.0, 2.0, (config.NUM_LANDMARKS, MAP, MAP)).astype(np.float32)
     heat[:, 64, 64] = 40.0
     scale = np.full((config.NUM_SCALES, MAP, MAP), -12.0, np.float32)
     flat = rng.choice(MAP * MAP, 200, replace=False)
     scale[rng.integers(10, 50, 200), flat // MAP, flat % MAP] = 4.0
-    found = postprocess(scale, heat, PostprocessParams(score_threshold=0.0, nms_iou=1.0))
+    found = postprocess(scale, heat, PostprocessParams(score_threshold=0.5, nms_iou=1.0))
     assert len(found) == 200
     centres = (found.proposals[:, :2] + found.proposals[:, 2:]) / 2
     cells = np.round(config.pixel_to_cell(centres[:, ::-1])).astype(np.int64)
@@ -213,6 +213,12 @@ def test_nms_equals_simple_reference(seed):
     boxes = np.concatenate([corners, corners + rng.uniform(5, 40, size=(150, 2))], axis=1)
     scores = rng.random(150)
     assert nms(boxes, scores, 0.6).tolist() == reference_nms(boxes, scores, 0.6)
+
+
+def test_nms_keeps_zero_area_boxes_as_the_reference_does():
+    boxes = np.array([[0, 0, 0, 0], [5, 5, 5, 5], [0, 0, 10, 10], [1, 1, 10, 10], [3, 3, 3, 9]], dtype=float)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    assert nms(boxes, scores, 0.6).tolist() == reference_nms(boxes, scores, 0.6) == [0, 1, 2, 4]
 
 
 def test_pairwise_iou_handles_degenerate_boxes():
