@@ -64,6 +64,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         default=PostprocessParams.proposal_threshold,
                         help="minimum scale-map probability of a proposal (default: the lowest whose face "
                              "can still reach --threshold, so --threshold alone decides)")
+    parser.add_argument("--input-size", type=int, metavar="N",
+                        help="letterbox canvas side, a multiple of 8 (default: 256, or a converted model's own); "
+                             "a larger canvas finds smaller faces for (N / 256)^2 the model's work")
     parser.add_argument("--batch", type=int,
                         help=f"images per model call (default: {STREAM_BATCH} for folders and videos, else 1)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -92,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     for value, name in ((args.threshold, "--threshold"), (args.proposal_threshold, "--proposal-threshold")):
         if value is not None and not 0.0 <= value <= 1.0:  # None: derived from --threshold
             raise KpnetError(f"{name} must lie in [0, 1], got {value}")
+    if args.input_size is not None and (args.input_size < 8 or args.input_size % 8):
+        raise KpnetError(f"--input-size must be a positive multiple of 8 (256, 320, 416, ...), got {args.input_size}")
     params = PostprocessParams(score_threshold=args.threshold, proposal_threshold=args.proposal_threshold)
     stream = args.source.is_dir() or is_video(args.source)
     batch = args.batch if args.batch is not None else (STREAM_BATCH if stream else 1)
@@ -214,14 +219,14 @@ def _detector(args: argparse.Namespace, params: PostprocessParams, batch: int, s
         if args.model:
             raise KpnetError("--model is for --backend onnx, openvino or tflite; torch runs --weights")
         return FaceDetector.from_artifacts(None, "torch", args.precision, args.device, batch, params,
-                                           args.threads, weights=args.weights)
+                                           args.threads, input_size=args.input_size, weights=args.weights)
     if args.weights:
         raise KpnetError(f"--weights is for --backend torch; {backend} runs --model's files")
     if not args.model:
         raise KpnetError(f"--backend {backend} needs --model DIR (a `kpnet-edge convert` output folder)")
     options = {"hint": "THROUGHPUT", "async_inference": True} if backend == "openvino" and stream else {}
     return FaceDetector.from_artifacts(args.model, backend, args.precision, args.device, batch, params,
-                                       args.threads, **options)
+                                       args.threads, input_size=args.input_size, **options)
 
 
 @dataclass(frozen=True)
