@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from kpnet_edge import config
 from kpnet_edge.postprocess import Detections, PostprocessParams, postprocess
-from kpnet_edge.preprocess import letterbox
+from kpnet_edge.preprocess import check_input_size, letterbox_into
 from kpnet_edge.runtimes.base import Runtime
 
 
@@ -39,19 +42,39 @@ def faces_from_detections(detections: Detections) -> list[Face]:
     ]
 
 
+@dataclass(frozen=True)
+class StageTimes:
+    """Wall seconds of one detect_batch call, per stage: letterbox, model, post-process."""
+
+    pre: float
+    model: float
+    post: float
+
+
 class FaceDetector:
     """KPNet face detector over any runtime adapter.
 
-    >>> detector = FaceDetector.from_checkpoint()          # doctest: +SKIP
+    input_size: the letterbox canvas side (default: the runtime's fixed input size when it has
+    one, else config.INPUT_SIZE = 256). One checkpoint runs at any multiple of 8: scale bins keep
+    meaning the same face size in network pixels (Eq. 1 with I_max = 256), so a larger canvas
+    finds smaller faces of the original image, at (N / 256)^2 times the model's work.
+
+    >>> detector = FaceDetector.from_checkpoint(input_size=416)  # doctest: +SKIP
     >>> faces = detector.detect(cv2.imread("group.jpg"))   # doctest: +SKIP
     """
 
     def __init__(
-        self, runtime: Runtime, params: PostprocessParams | None = None, batch_size: int = 1
+        self,
+        runtime: Runtime,
+        params: PostprocessParams | None = None,
+        batch_size: int = 1,
+        input_size: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.params = params or PostprocessParams()
         self.batch_size = max(1, int(batch_size))
+        self.input_size = check_input_size(input_size or _fixed_input_size(runtime) or config.INPUT_SIZE)
+        self._buffers = threading.local()  # each thread letterboxes into its own reused canvases
 
     @classmethod
     def from_checkpoint(
@@ -60,11 +83,12 @@ class FaceDetector:
         device: str = "cpu",
         params: PostprocessParams | None = None,
         batch_size: int = 1,
+        input_size: int | None = None,
     ) -> FaceDetector:
         """A detector running the PyTorch model (the shipped checkpoint when `weights` is None)."""
         from kpnet_edge.runtimes.torch_runtime import TorchRuntime  # torch only when asked for
 
-        return cls(TorchRuntime.from_checkpoint(weights, device), params, batch_size)
+        return cls(TorchRuntime.from_checkpoint(weights, device), params, batch_size, input_size)
 
     @classmethod
     def from_artifacts(
@@ -76,19 +100,21 @@ class FaceDetector:
         batch_size: int = 1,
         params: PostprocessParams | None = None,
         threads: int | None = None,
+        input_size: int | None = None,
         **options: Any,
     ) -> FaceDetector:
         """A detector running a `kpnet-edge convert` output folder's model on `backend`.
 
         The folder's batch-`batch_size` file is used when it has one, else its batch-1 file;
-        options go to the backend (see runtimes.registry.open_runtime).
+        options go to the backend (see runtimes.registry.open_runtime). input_size: see the class;
+        converted files take the size they were converted at.
 
         >>> detector = FaceDetector.from_artifacts("models/", "tflite", "int8")  # doctest: +SKIP
         """
         from kpnet_edge.runtimes.registry import open_runtime
 
         runtime = open_runtime(model_dir, backend, precision, device, batch_size, threads, **options)
-        return cls(runtime, params, batch_size)
+        return cls(runtime, params, batch_size, input_size)
 
     def detect(self, image: np.ndarray, color_order: str = "bgr") -> list[Face]:
         """Faces in one image (BGR by default; RGB, grayscale and 4-channel also accepted)."""
@@ -96,14 +122,31 @@ class FaceDetector:
 
     def detect_batch(self, images: list[np.ndarray], color_order: str = "bgr") -> list[list[Face]]:
         """Faces in each of several images, run through the model as one batch."""
-        prepared = [letterbox(image, color_order) for image in images]
-        canvases = np.stack([canvas for canvas, _ in prepared])
+        return self.detect_batch_timed(images, color_order)[0]
+
+    def detect_batch_timed(
+        self, images: list[np.ndarray], color_order: str = "bgr"
+    ) -> tuple[list[list[Face]], StageTimes]:
+        """detect_batch, and how long each stage took (benchmarks/latency.py reports them)."""
+        start = time.perf_counter()
+        canvases = self._canvases(len(images))
+        boxes = [letterbox_into(image, canvas, color_order) for image, canvas in zip(images, canvases)]
+        loaded = time.perf_counter()
         scale_logits, landmark_logits = self.runtime.run(canvases)
+        ran = time.perf_counter()
         results = []
-        for (_, box), scale_map, heatmaps in zip(prepared, scale_logits, landmark_logits):
+        for box, scale_map, heatmaps in zip(boxes, scale_logits, landmark_logits):
             detections = postprocess(scale_map, heatmaps, self.params)
             results.append(faces_from_detections(detections.scaled(1.0 / box.scale)))
-        return results
+        return results, StageTimes(pre=loaded - start, model=ran - loaded, post=time.perf_counter() - ran)
+
+    def _canvases(self, count: int) -> np.ndarray:
+        """(count, N, N, 3) uint8 canvases from this thread's buffer, reused across calls."""
+        buffer = getattr(self._buffers, "canvases", None)
+        if buffer is None or len(buffer) < count:
+            buffer = np.empty((count, self.input_size, self.input_size, 3), dtype=np.uint8)
+            self._buffers.canvases = buffer
+        return buffer[:count]
 
     def detect_stream(self, images: Iterable[np.ndarray], color_order: str = "bgr") -> Iterator[list[Face]]:
         """Faces of each image of a stream (e.g. video frames), batched by `batch_size`."""
@@ -115,6 +158,15 @@ class FaceDetector:
                 batch = []
         if batch:
             yield from self.detect_batch(batch, color_order)
+
+
+def _fixed_input_size(runtime: Runtime) -> int | None:
+    """The canvas side a converted model was built for (its manifest's input shape), if any."""
+    tensor = getattr(getattr(runtime, "entry", None), "input", None)
+    if tensor is None:
+        return None
+    shape, layout = list(tensor.shape), getattr(tensor, "layout", "NHWC")
+    return int(shape[1] if layout == "NHWC" else shape[2])
 
 
 def detection_record(name: str, image: np.ndarray, faces: list[Face]) -> dict[str, Any]:

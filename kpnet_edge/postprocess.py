@@ -128,7 +128,9 @@ def postprocess(
 
     scale_logits: (S, H, W) scale-map logits (sigmoid gives Eq. 2-3's probabilities).
     landmark_logits: (K, H, W) landmark heatmap logits h of Eq. 5.
-    The image's max edge is taken to span the maps' max edge (the letterbox guarantees it).
+    The maps may come from any canvas (256, 320, 416, ...): Eq. 1's I_max stays
+    config.INPUT_SIZE, the size the bins were trained at, so a bin means the same face size in
+    canvas pixels whatever the canvas.
     """
     params = params or PostprocessParams()
     scale_logits = np.asarray(scale_logits)
@@ -139,8 +141,7 @@ def postprocess(
         return Detections.empty()
     proposal_scores = _sigmoid(proposal_logits)
     height, width = scale_logits.shape[1:]
-    max_edge = max(height, width) * config.STRIDE
-    sizes = config.bin_to_scale(scale_bins + 0.5) * max_edge
+    sizes = config.bin_to_scale(scale_bins + 0.5) * config.INPUT_SIZE
     centres = config.cell_to_pixel(cells[:, ::-1].astype(np.float64))  # (x, y) in pixels
     proposals = np.concatenate([centres - sizes[:, None] / 2, centres + sizes[:, None] / 2], axis=1)
     windows = proposal_windows(cells, sizes, (height, width))

@@ -28,30 +28,6 @@ class Letterbox:
         return np.asarray(points, dtype=np.float64) / self.scale
 
 
-def to_rgb(image: np.ndarray, color_order: str = "bgr") -> np.ndarray:
-    """Any of grayscale (H, W) or (H, W, 1), 3-channel BGR/RGB, or 4-channel BGRA/RGBA -> RGB uint8.
-
-    Float images are taken as [0, 1] when their max is <= 1, else as [0, 255]; 16-bit as [0, 65535].
-    """
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise ValueError(f"image must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image is empty (shape {image.shape})")
-    if color_order not in ("bgr", "rgb"):
-        raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
-    image = _to_uint8(image)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        code = cv2.COLOR_BGRA2RGB if color_order == "bgr" else cv2.COLOR_RGBA2RGB
-        return cv2.cvtColor(image, code)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color_order == "bgr" else image
-
-
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
@@ -65,15 +41,40 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+INPUT_SIZE_MULTIPLE = 8
+"""Canvas sides must be multiples of DRNet's deepest stride, so its skip sums line up."""
+
+
+def check_input_size(size: int) -> int:
+    """`size` as an int, or ValueError unless it is a positive multiple of INPUT_SIZE_MULTIPLE."""
+    if isinstance(size, bool) or int(size) != size or size < INPUT_SIZE_MULTIPLE or size % INPUT_SIZE_MULTIPLE:
+        raise ValueError(f"input size must be a positive multiple of {INPUT_SIZE_MULTIPLE} "
+                         f"(256, 320, 416, ...), got {size}")
+    return int(size)
+
+
 def letterbox(
     image: np.ndarray, color_order: str = "bgr", size: int = config.INPUT_SIZE
 ) -> tuple[np.ndarray, Letterbox]:
     """Resize so the max edge is `size` and pad to size x size. Returns (canvas (size, size, 3)
     RGB uint8, Letterbox). Any image size works: huge images are downscaled, never tiled."""
+    canvas = np.empty((size, size, 3), dtype=np.uint8)
+    return canvas, letterbox_into(image, canvas, color_order)
+
+
+def letterbox_into(image: np.ndarray, canvas: np.ndarray, color_order: str = "bgr") -> Letterbox:
+    """letterbox() written into `canvas` (size, size, 3) uint8, e.g. a buffer reused frame after
+    frame: the resize writes straight into the canvas, the colour swap runs in place on that small
+    region, and only the padding is filled; no full-size temporary is made."""
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or 0 in image.shape[:2]:
         shape = getattr(image, "shape", None)
         raise ValueError(f"image must be a non-empty (H, W[, C]) numpy array, got shape {shape}")
-    image = _to_uint8(image)
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"image must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
+    if color_order not in ("bgr", "rgb"):
+        raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
+    size = canvas.shape[0]
+    image = _to_uint8(image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image)
     height, width = image.shape[:2]
     scale = size / max(height, width)
     new_w = min(size, max(1, round(width * scale)))
@@ -83,8 +84,23 @@ def letterbox(
         # INTER_AREA on a huge image is slow and memory-hungry; halve with pyrDown first.
         while max(image.shape[:2]) > 4 * size:
             image = cv2.pyrDown(image)
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    rgb = to_rgb(resized, color_order)
-    canvas = np.full((size, size, 3), config.PAD_VALUE, dtype=np.uint8)
-    canvas[:new_h, :new_w] = rgb
-    return canvas, Letterbox(scale=scale, width=width, height=height)
+    region = canvas[:new_h, :new_w]
+    if image.ndim == 3 and image.shape[2] == 3:
+        cv2.resize(image, (new_w, new_h), dst=region, interpolation=interpolation)
+        if color_order == "bgr":
+            cv2.cvtColor(region, cv2.COLOR_BGR2RGB, dst=region)
+    else:
+        resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+        cv2.cvtColor(resized, _COLOR_CODES[(resized.ndim, color_order)], dst=region)
+    canvas[new_h:] = config.PAD_VALUE
+    canvas[:new_h, new_w:] = config.PAD_VALUE
+    return Letterbox(scale=scale, width=width, height=height)
+
+
+_COLOR_CODES = {
+    (2, "bgr"): cv2.COLOR_GRAY2RGB,
+    (2, "rgb"): cv2.COLOR_GRAY2RGB,
+    (3, "bgr"): cv2.COLOR_BGRA2RGB,
+    (3, "rgb"): cv2.COLOR_RGBA2RGB,
+}
+"""(ndim, colour order) of a resized grayscale or 4-channel image -> its conversion to RGB."""
