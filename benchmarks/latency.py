@@ -1,12 +1,15 @@
-"""Latency of every backend x precision of a convert folder, side by side in one run: model time and
-end-to-end time (letterbox + model + post-process), median and p90, at batch 1 and batch N.
-Prints a table and writes benchmarks/results/latency.json.
+"""End-to-end latency of KPNet on every backend and precision available, beside YuNet-n@320 and
+YuNet-s@640, in one run: already-decoded photos in, faces in image pixels out, one image per call.
 
-    python benchmarks/latency.py --model DIR [--weights PT] [--images DIR] [--batch 8] [--threads 2]
+    python benchmarks/latency.py [--model DIR] [--threads 2] [--frames 200] [--rounds 5]
 
-Batch-N rows run the folder's batch-N file when it has one, else its batch-1 file N times;
-OpenVINO runs them with the throughput hint and parallel requests, as `kpnet-edge detect` does for
-folders. The torch row (FP32 reference) needs --weights.
+Per KPNet row: letterbox (pre), model, post-process (post) and end to end, p50 and p99 in ms, and
+frames per second at the end-to-end median. YuNet runs through OpenCV's FaceDetectorYN as the
+project's teacher does (resize so the longer edge fills the input, pad, detect, map back); its
+pre/model/post are not separable there, so it has end-to-end times only. Pipelines take turns in
+`--rounds` rounds, so a change in the machine's load (the dev machine is shared with training)
+hits every row alike: compare rows of one run, not runs. Writes benchmarks/results/latency.json and
+latency.md (the table in the README).
 """
 
 from __future__ import annotations
@@ -21,71 +24,128 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
-from kpnet_edge.converters.manifest import load_manifest
+from kpnet_edge import config
+from kpnet_edge.datapaths import data_root
 from kpnet_edge.detector import FaceDetector
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.imageio import list_images, read_image
-from kpnet_edge.preprocess import letterbox
-from kpnet_edge.runtimes.registry import open_runtime
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+KPNET_FILES = (("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "fp16"),
+               ("openvino", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
+"""(backend, precision) pairs looked for in --model; the ones the folder lacks are listed as such."""
 
+YUNET = (("n", 320), ("s", 640))
+"""The YuNet peers of issue 11: (variant, input size)."""
 
-def percentiles_ms(function: Callable[[], Any], repeats: int, warmup: int = 3) -> tuple[float, float]:
-    """(median, p90) wall time of function() in milliseconds, after warm-up calls."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    median, p90 = np.percentile(times, [50, 90]) * 1e3
-    return round(float(median), 3), round(float(p90), 3)
+YUNET_MIN_SCORE = 0.3
+"""The project's YuNet teacher threshold (kpnet_edge.teacher.YuNetTeacher)."""
+
+Pipeline = Callable[[np.ndarray], tuple[float, float, float] | None]
+"""One image -> (pre, model, post) seconds, or None where the stages are not separable."""
 
 
-def measure(model_dir: Path, weights: Path | None, backend: str, precision: str, batch: int, threads: int,
-            images: list[np.ndarray], repeats: int) -> dict[str, Any]:
-    """One table row: times per call of `batch` images."""
-    options: dict[str, Any] = {"weights": weights} if backend == "torch" else {}
-    if backend == "openvino" and batch > 1:
-        options.update(hint="THROUGHPUT", async_inference=True)
-    row: dict[str, Any] = {"backend": backend, "precision": precision, "batch": batch, "threads": threads}
-    try:
-        runtime = open_runtime(model_dir, backend, precision, batch=batch, threads=threads, **options)
-    except KpnetError as error:
-        return {**row, "error": str(error)}
-    entry = getattr(runtime, "entry", None)
-    row["file"] = entry.file if entry is not None else str(weights)
-    row["options"] = {k: v for k, v in options.items() if k != "weights"}
-    chunk = [images[i % len(images)] for i in range(batch)]
-    canvases = np.stack([letterbox(image)[0] for image in chunk])
-    detector = FaceDetector(runtime, batch_size=batch)
-    row["model_ms"] = percentiles_ms(lambda: runtime.run(canvases), repeats)
-    row["end_to_end_ms"] = percentiles_ms(lambda: detector.detect_batch(chunk), repeats)
-    row["end_to_end_ms_per_image"] = round(row["end_to_end_ms"][0] / batch, 3)
+def kpnet_pipeline(detector: FaceDetector) -> Pipeline:
+    def run(image: np.ndarray) -> tuple[float, float, float]:
+        _, times = detector.detect_batch_timed([image])
+        return times.pre, times.model, times.post
+
+    return run
+
+
+def yunet_pipeline(path: Path, size: int) -> Pipeline:
+    from kpnet_edge.teacher import YuNetTeacher
+
+    teacher = YuNetTeacher(path, size, min_score=YUNET_MIN_SCORE)
+
+    def run(image: np.ndarray) -> None:
+        teacher.detect(image)
+
+    return run
+
+
+def open_pipelines(args: argparse.Namespace, threads: int) -> tuple[dict[str, Pipeline], dict[str, str]]:
+    """Every pipeline of the run at `threads` threads, and the ones that could not be opened (why)."""
+    pipelines: dict[str, Pipeline] = {}
+    missing: dict[str, str] = {}
+    size = args.input_size
+    if not args.no_torch:
+        try:
+            detector = FaceDetector.from_artifacts(None, "torch", "fp32", threads=threads, input_size=size,
+                                                   weights=args.weights)
+            pipelines[f"kpnet torch fp32 @{size}"] = kpnet_pipeline(detector)
+        except (KpnetError, ImportError) as error:
+            missing[f"kpnet torch fp32 @{size}"] = str(error)
+    for backend, precision in KPNET_FILES if args.model else ():
+        name = f"kpnet {backend} {precision} @{size}"
+        try:
+            detector = FaceDetector.from_artifacts(args.model, backend, precision, threads=threads)
+        except (KpnetError, ImportError) as error:
+            missing[name] = str(error)
+            continue
+        if detector.input_size != size:
+            missing[name] = f"the folder's model takes {detector.input_size}, not {size}"
+            continue
+        pipelines[name] = kpnet_pipeline(detector)
+    for variant, yunet_size in YUNET:
+        name = f"yunet-{variant} opencv fp32 @{yunet_size}"
+        path = args.yunet / f"yunet_{variant}_{yunet_size}_{yunet_size}.onnx"
+        try:
+            pipelines[name] = yunet_pipeline(path, yunet_size)
+        except KpnetError as error:
+            missing[name] = str(error)
+    return pipelines, missing
+
+
+def measure(pipelines: dict[str, Pipeline], images: list[np.ndarray], frames: int, rounds: int,
+            warmup: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds per stage and end to end for `frames` images per pipeline, taken in turns."""
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in pipelines}
+    for pipeline in pipelines.values():
+        for image in images[:warmup]:
+            pipeline(image)
+    per_round = max(1, frames // rounds)
+    for round_index in range(rounds):
+        names = list(pipelines)
+        names = names[round_index % len(names):] + names[: round_index % len(names)]  # rotate the order
+        for name in names:
+            for frame in range(per_round):
+                image = images[(round_index * per_round + frame) % len(images)]
+                start = time.perf_counter()
+                stages = pipelines[name](image)
+                total = time.perf_counter() - start
+                samples[name].setdefault("end_to_end", []).append(total)
+                if stages is not None:
+                    for stage, seconds in zip(("pre", "model", "post"), stages):
+                        samples[name].setdefault(stage, []).append(seconds)
+    return samples
+
+
+def summarise(samples: dict[str, list[float]]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for stage, values in samples.items():
+        p50, p99 = np.percentile(np.array(values) * 1e3, [50, 99])
+        row[stage] = {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
+    row["fps"] = round(1e3 / row["end_to_end"]["p50"], 1)
+    row["frames"] = len(samples["end_to_end"])
     return row
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'backend':<9}{'prec':<6}{'batch':>5}{'thr':>4}  {'model med/p90 ms':>18}  "
-              f"{'e2e med/p90 ms':>18}  {'e2e ms/img':>10}  file")
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        lead = f"{row['backend']:<9}{row['precision']:<6}{row['batch']:>5}{row['threads']:>4}  "
-        if "error" in row:
-            print(lead + f"error: {row['error']}")
-            continue
-        model = "{:.2f} / {:.2f}".format(*row["model_ms"])
-        e2e = "{:.2f} / {:.2f}".format(*row["end_to_end_ms"])
-        print(lead + f"{model:>18}  {e2e:>18}  {row['end_to_end_ms_per_image']:>10.2f}  {row['file']}")
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| pipeline | threads | pre p50 / p99 | model p50 / p99 | post p50 / p99 | end to end p50 / p99 | fps |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    cell = lambda row, stage: f"{row[stage]['p50']:.2f} / {row[stage]['p99']:.2f}" if stage in row else "-"
+    for run in result["runs"]:
+        for name, row in run["rows"].items():
+            lines.append(f"| {name} | {run['threads']} | {cell(row, 'pre')} | {cell(row, 'model')} | "
+                         f"{cell(row, 'post')} | {cell(row, 'end_to_end')} | {row['fps']:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _versions() -> dict[str, str]:
-    versions = {}
+    versions = {"opencv": cv2.__version__}
     for name in ("numpy", "onnxruntime", "openvino", "ai-edge-litert", "torch"):
         try:
             versions[name] = importlib.metadata.version(name)
@@ -96,40 +156,49 @@ def _versions() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True, help="a `kpnet-edge convert` output folder")
-    parser.add_argument("--weights", type=Path, help="the checkpoint the folder was converted from (torch row)")
-    parser.add_argument("--images", type=Path, default=EXAMPLES, help="input frames (default: examples/)")
-    parser.add_argument("--batch", type=int, default=8, help="the batch-N rows' N (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all cores)")
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--model", type=Path, help="a `kpnet-edge convert` output folder (default: torch only)")
+    parser.add_argument("--weights", type=Path, help="checkpoint of the torch row (default: the shipped one)")
+    parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch row")
+    parser.add_argument("--images", type=Path, help="photos (default: WIDER-val-200-dev's images)")
+    parser.add_argument("--count", type=int, default=50, help="photos to cycle through (default: %(default)s)")
+    parser.add_argument("--input-size", type=int, default=config.INPUT_SIZE, help="KPNet canvas (default: %(default)s)")
+    parser.add_argument("--threads", default="2", help="comma-separated thread counts, one run each (default: 2)")
+    parser.add_argument("--frames", type=int, default=200, help="timed frames per pipeline (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="turns the pipelines take (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--yunet", type=Path, default=None, help="folder of YuNet ONNX files (default: peers/yunet)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "latency.json")
     args = parser.parse_args()
+    args.yunet = args.yunet or data_root() / "peers" / "yunet"
 
-    manifest = load_manifest(args.model)
-    images = [read_image(path) for path in list_images(args.images)[: max(args.batch, 1)]]
-    pairs = list(dict.fromkeys((m.format, m.precision) for m in manifest.models))
-    if args.weights is not None:
-        pairs.insert(0, ("torch", "fp32"))
-    rows = [
-        measure(args.model, args.weights, backend, precision, batch, args.threads, images, args.repeats)
-        for backend, precision in pairs
-        for batch in dict.fromkeys((1, args.batch))
-    ]
+    folder = args.images or data_root() / "widerface_val200_dev" / "images"
+    images = [read_image(path) for path in list_images(folder)[: args.count]]
+    runs, load_before = [], os.getloadavg()
+    for threads in [int(t) for t in args.threads.split(",")]:
+        cv2.setNumThreads(threads)  # OpenCV's resize and DNN (YuNet)
+        pipelines, missing = open_pipelines(args, threads)
+        samples = measure(pipelines, images, args.frames, args.rounds, args.warmup)
+        runs.append({"threads": threads, "rows": {name: summarise(s) for name, s in samples.items()},
+                     "not_run": missing})
     result = {
-        "model_dir": str(args.model),
-        "images": f"{len(images)} from {args.images}",
-        "repeats": args.repeats,
-        "threads": args.threads,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "what": "one already-decoded photo per call -> faces in its pixels; ms; p50 / p99 over frames "
+                "taken in turns by every pipeline (rounds), so rows of one run share the machine's state",
+        "images": f"{len(images)} from {folder} (max edge {max(max(i.shape[:2]) for i in images)} px)",
+        "frames": args.frames, "rounds": args.rounds,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
+                   f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after (shared with training)",
         "tools": _versions(),
-        "times": "per call of `batch` images: model = runtime.run on letterboxed canvases; "
-                 "end_to_end = FaceDetector.detect_batch (letterbox + model + post-process)",
-        "rows": rows,
+        "runs": runs,
     }
-    print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"-> {args.out}")
+    table = markdown(result)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    for run in runs:
+        for name, why in run["not_run"].items():
+            print(f"not run ({run['threads']} threads): {name}: {why}")
+    print(f"-> {args.out}, {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
