@@ -281,7 +281,7 @@ def scale_adaptive_soft_argmax(
     windows whose rounding-error bound is within _KEYPOINT_TOLERANCE (and always those holding the
     top, so every round finishes some) and leaves the rest to the next. The shipped model's maps
     and noise take one round; a confident peak, two (benchmarks/postprocess.py)."""
-    heat = _finite_logits(landmark_logits)
+    heat, channel_tops = _finite_logits(landmark_logits)
     num_windows, num_channels = len(windows), heat.shape[0]
     channels = list(range(num_channels) if peak_channels is None else peak_channels)
     window_peaks = np.full((num_windows, num_channels), np.nan)  # exact window max logits, when needed
@@ -293,7 +293,6 @@ def scale_adaptive_soft_argmax(
     pending = np.ones((num_windows, num_channels), dtype=bool)
     # The first round's top is the channel max: it needs no window max, and on noise and on the
     # shipped model's maps it is the only round.
-    channel_tops = heat.reshape(num_channels, -1).max(axis=1).astype(np.float64)
     while pending.any():
         members, members_channels = np.nonzero(pending)
         sums, origin, error_bound = _window_sums(heat, windows[members], members_channels, channel_tops)
@@ -314,12 +313,17 @@ def scale_adaptive_soft_argmax(
     return keypoints, peak_probabilities
 
 
-def _finite_logits(landmark_logits: np.ndarray) -> np.ndarray:
-    """Logits as float32 within +-_HEATMAP_CLAMP, NaN as -_HEATMAP_CLAMP (no evidence)."""
+def _finite_logits(landmark_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Logits as float32 within +-_HEATMAP_CLAMP, NaN as -_HEATMAP_CLAMP (no evidence), and each
+    channel's max (K,) float64. A model's ordinary output passes through uncopied."""
     heat = np.asarray(landmark_logits, dtype=np.float32)
-    if not np.isfinite(heat).all():
+    flat = heat.reshape(len(heat), -1)
+    highest, lowest = flat.max(axis=1), flat.min(axis=1)  # NaN anywhere makes them NaN
+    if not (np.all(highest <= _HEATMAP_CLAMP) and np.all(lowest >= -_HEATMAP_CLAMP)):
         heat = np.nan_to_num(heat, nan=-_HEATMAP_CLAMP, posinf=_HEATMAP_CLAMP, neginf=-_HEATMAP_CLAMP)
-    return np.clip(heat, -_HEATMAP_CLAMP, _HEATMAP_CLAMP)
+        heat = np.clip(heat, -_HEATMAP_CLAMP, _HEATMAP_CLAMP)
+        highest = heat.reshape(len(heat), -1).max(axis=1)
+    return heat, highest.astype(np.float64)
 
 
 def _window_sums(
