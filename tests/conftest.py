@@ -49,3 +49,56 @@ def backgrounds_dir() -> Path:
 def yunet_dir() -> Path:
     """YuNet-n/-s ONNX peer models."""
     return _require("peers/yunet")
+
+
+TINY_BATCH = 2
+"""Fixed-batch files of the shared conversion are made for this batch too."""
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny DRNet (8/16/32/8 channels) whose maps peak like a trained model's: the heads'
+    weights are multiplied by 30 (a random head's scale map is otherwise flat, probabilities
+    0.0099-0.0112); with it they reach ~0.3, and the parity images give a few dozen faces."""
+    import torch
+
+    from kpnet_edge.checkpoint import save_checkpoint
+    from kpnet_edge.model import DRNet
+
+    torch.manual_seed(0)
+    model = DRNet(stem=8, mid=16, deep=32, head=8)
+    with torch.no_grad():
+        model.scale_head.weight.mul_(30.0)
+        model.landmark_head.weight.mul_(30.0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(model.eval(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_calibration(wider_dev: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 WIDER dev images (every tenth from the sixth): 8 to calibrate on, 2 held out for parity."""
+    import shutil
+
+    from kpnet_edge.imageio import list_images
+
+    folder = tmp_path_factory.mktemp("calibration")
+    for path in list_images(wider_dev / "images")[5::10][:10]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_weights: Path, tiny_calibration: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """THE one conversion of the test run: every target of the table, batch 1 and TINY_BATCH, of
+    the tiny model. Tests that need a converted model read this folder (copy it to change it)."""
+    import warnings
+
+    from kpnet_edge.artifacts import TARGETS
+    from kpnet_edge.converters import convert
+
+    out = tmp_path_factory.mktemp("tiny_models") / "models"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small calibration set, converters' own deprecations
+        convert(tiny_weights, list(TARGETS), out, tiny_calibration, batch=TINY_BATCH, calib_size=8)
+    return out

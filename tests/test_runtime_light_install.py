@@ -8,15 +8,9 @@ import shutil
 import subprocess
 import sys
 import venv
-import warnings
 from pathlib import Path
 
 import pytest
-import torch
-
-from kpnet_edge.checkpoint import save_checkpoint
-from kpnet_edge.converters import convert
-from kpnet_edge.model import DRNet
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "group.jpg"
@@ -25,15 +19,9 @@ BACKENDS = ("onnx", "openvino", "tflite")
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    weights = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(DRNet(stem=8, mid=16, deep=32, head=8), weights)
-    out = tmp_path_factory.mktemp("artifacts") / "models"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        convert(weights, [f"{backend}-fp32" for backend in BACKENDS], out)
-    return out
+def artifacts(tiny_models) -> Path:
+    """The test run's one conversion of the tiny model (each backend's FP32 file is used)."""
+    return tiny_models
 
 
 def test_detect_from_artifacts_imports_no_heavy_framework(artifacts, tmp_path):
@@ -46,7 +34,8 @@ image = read_image({str(EXAMPLE)!r})
 counts = {{}}
 for backend in {BACKENDS!r}:
     out = {str(tmp_path)!r} + "/" + backend + ".json"
-    code = main(["detect", {str(EXAMPLE)!r}, "--model", {str(artifacts)!r}, "--backend", backend, "--json", out])
+    code = main(["detect", {str(EXAMPLE)!r}, "--model", {str(artifacts)!r}, "--backend", backend,
+                 "--precision", "fp32", "--json", out])
     assert code == 0, backend
     detector = FaceDetector.from_artifacts({str(artifacts)!r}, backend)
     counts[backend] = (len(json.load(open(out))[0]["faces"]), len(detector.detect(image)))
@@ -61,9 +50,10 @@ print(json.dumps({{"heavy": [m for m in {HEAVY!r} if m in sys.modules], "counts"
 
 
 @pytest.mark.slow
-def test_fresh_venv_with_the_onnx_extra_runs_detect(artifacts, tmp_path):
+def test_fresh_venv_with_only_the_tflite_extra_detects_with_the_shipped_model(tmp_path):
     """A real fresh venv (no system site-packages), the project installed from a copy of this
-    checkout with only the [onnx] extra, then `kpnet-edge detect --backend onnx` in it."""
+    checkout with only the [tflite] extra, then plain `kpnet-edge detect IMAGE`: no torch, no
+    tensorflow, no --model, no --backend; the shipped INT8 TFLite model runs and says so."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -73,14 +63,15 @@ def test_fresh_venv_with_the_onnx_extra_runs_detect(artifacts, tmp_path):
     venv.create(env_dir, with_pip=True, system_site_packages=False)
     python, cli = env_dir / "bin" / "python", env_dir / "bin" / "kpnet-edge"
     install = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{source}[onnx]"],
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{source}[tflite]"],
         capture_output=True, text=True, timeout=900,
     )
     assert install.returncode == 0, f"pip install failed:\n{install.stdout[-1500:]}\n{install.stderr[-1500:]}"
-    absent = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True)
-    assert absent.returncode != 0, "torch is importable in the fresh venv: it is not a light install"
-    result = subprocess.run([cli, "detect", EXAMPLE, "--model", artifacts, "--backend", "onnx"],
-                            capture_output=True, text=True, timeout=300)
+    for heavy in ("torch", "tensorflow", "onnxruntime"):
+        absent = subprocess.run([python, "-c", f"import {heavy}"], capture_output=True, text=True)
+        assert absent.returncode != 0, f"{heavy} is importable in the fresh venv: it is not a light install"
+    result = subprocess.run([cli, "detect", EXAMPLE], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "running tflite int8 (drnet_int8.tflite)" in result.stderr
     [record] = json.loads(result.stdout)
-    assert (record["width"], record["height"]) == (416, 416) and isinstance(record["faces"], list)
+    assert (record["width"], record["height"]) == (416, 416) and len(record["faces"]) > 0

@@ -8,20 +8,23 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kpnet_edge.converters.targets import FORMATS, select_targets
+from kpnet_edge import config
+from kpnet_edge.artifacts import FORMATS, select_targets
 from kpnet_edge.quantization.calibration import DEFAULT_SIZE, CalibrationWarning
 
 if TYPE_CHECKING:
-    from kpnet_edge.converters.manifest import ModelEntry
+    from kpnet_edge.artifacts import ModelEntry
 
 EXAMPLES = """examples:
   kpnet-edge convert --to onnx
   kpnet-edge convert --to openvino,tflite --int8 --calib photos/ --out models/
   kpnet-edge convert --to openvino --int8 --calib photos/ --max-drop 0.01 --batch 8
+  kpnet-edge convert --to onnx --input-size 320 --out models-320/
 
-Every file is run in its own runtime and compared with PyTorch before it is written; the files
-appear in --out only when all checks pass, with manifest.json describing inputs, outputs,
-quantization, calibration set and parity figures."""
+Every file is run through the runtime adapter `detect` uses and compared with PyTorch before it is
+written; the files appear in --out only when all checks pass, with manifest.json describing
+inputs, outputs, quantization, calibration set and parity figures. Converting into a folder that
+already has a manifest adds to it (same weights, input size and calibration), else is refused."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +50,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-drop", type=float, metavar="X",
                         help="OpenVINO INT8: keep layers in float until the agreement score with "
                         "PyTorch (1 - keypoint NME - proposal probability error) drops by at most X")
+    parser.add_argument("--input-size", type=int, default=config.INPUT_SIZE, metavar="N",
+                        help=f"square canvas the models take, a multiple of 8 (default: {config.INPUT_SIZE}); "
+                        "recorded in manifest.json, which the runtimes read")
     parser.add_argument("--calib-size", type=int, default=DEFAULT_SIZE, metavar="N",
                         help=f"calibration images to sample (default: {DEFAULT_SIZE})")
     parser.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default: 0)")
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             max_drop=args.max_drop,
             calib_size=args.calib_size,
             seed=args.seed,
+            input_size=args.input_size,
             progress=_print_stage,
         )
     print(format_summary(manifest.models, args.out))

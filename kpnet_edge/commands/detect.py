@@ -27,7 +27,7 @@ from kpnet_edge.errors import KpnetError
 from kpnet_edge.imageio import (DamagedImageWarning, count_frames, is_video, list_images, read_image,
                                 read_video_frames)
 from kpnet_edge.postprocess import PostprocessParams
-from kpnet_edge.runtimes.registry import RUNTIME_NAMES
+from kpnet_edge.runtimes.registry import RUNTIME_NAMES, SHIPPED_MODELS
 
 if TYPE_CHECKING:
     from kpnet_edge.detector import FaceDetector
@@ -47,9 +47,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, metavar="DIR",
                         help="a `kpnet-edge convert` output folder, run by --backend onnx, openvino or tflite")
     parser.add_argument("--backend", choices=RUNTIME_NAMES,
-                        help="runtime (default: onnx with --model, else torch)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="which of --model's files to run (default: %(default)s)")
+                        help="runtime (default: with --model, the first installed backend that has a file "
+                             "there; else torch, or without torch the shipped converted models)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="which of --model's files to run (default: fp32 where there is one)")
     parser.add_argument("--device", default="cpu",
                         help="torch: cpu, cuda[:N]; onnx: cpu, cuda[:N], tensorrt; openvino: CPU, GPU, NPU, AUTO; "
                              "tflite: cpu (default: cpu)")
@@ -214,7 +215,7 @@ def _detector(args: argparse.Namespace, params: PostprocessParams, batch: int, s
     OpenVINO for throughput (parallel requests) rather than latency."""
     from kpnet_edge.detector import FaceDetector
 
-    backend = args.backend or ("onnx" if args.model else "torch")
+    backend = args.backend or ("torch" if args.model is None and not args.precision and _torch_installed() else None)
     if backend == "torch":
         if args.model:
             raise KpnetError("--model is for --backend onnx, openvino or tflite; torch runs --weights")
@@ -222,11 +223,25 @@ def _detector(args: argparse.Namespace, params: PostprocessParams, batch: int, s
                                            args.threads, input_size=args.input_size, weights=args.weights)
     if args.weights:
         raise KpnetError(f"--weights is for --backend torch; {backend} runs --model's files")
-    if not args.model:
+    if not args.model and backend is not None:
         raise KpnetError(f"--backend {backend} needs --model DIR (a `kpnet-edge convert` output folder)")
+    model = args.model or SHIPPED_MODELS
+    if backend is None or args.precision is None:
+        from kpnet_edge.runtimes.registry import choose_model
+
+        entry = choose_model(model, backend, args.precision, batch)
+        backend, args.precision = entry.format, entry.precision
+        print(f"kpnet-edge detect: running {backend} {entry.precision} ({entry.file}) from {model}",
+              file=sys.stderr)
     options = {"hint": "THROUGHPUT", "async_inference": True} if backend == "openvino" and stream else {}
-    return FaceDetector.from_artifacts(args.model, backend, args.precision, args.device, batch, params,
+    return FaceDetector.from_artifacts(model, backend, args.precision, args.device, batch, params,
                                        args.threads, input_size=args.input_size, **options)
+
+
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from kpnet_edge.model import DRNet
 
 
-def build_keras_drnet(model: DRNet, batch_size: int = 1) -> keras.Model:
+def build_keras_drnet(model: DRNet, batch_size: int = 1, input_size: int = config.INPUT_SIZE) -> keras.Model:
     """A Keras model computing what `model` computes, on NHWC float pixels in [0, 255].
 
     Input (batch_size, H, W, 3) named config.INPUT_NAME; outputs (scale logits (N, H/2, W/2, S),
@@ -29,7 +29,7 @@ def build_keras_drnet(model: DRNet, batch_size: int = 1) -> keras.Model:
     from keras import layers
 
     builder = _Builder(layers)
-    size = config.INPUT_SIZE
+    size = input_size
     pixels = keras.Input((size, size, 3), batch_size=batch_size, name=config.INPUT_NAME)
     scale = 1.0 / config.PIXEL_STD
     x = layers.Rescaling(scale, -config.PIXEL_MEAN * scale, name="normalize")(pixels)

@@ -1,5 +1,4 @@
-"""ONNX backend: torch.onnx (dynamo) at a fixed opset, one self-contained simplified file, run in
-onnxruntime for parity."""
+"""ONNX backend: torch.onnx (dynamo) at a fixed opset, one self-contained simplified file."""
 
 from __future__ import annotations
 
@@ -7,13 +6,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from kpnet_edge import config
 
 if TYPE_CHECKING:
-    from kpnet_edge.converters.pipeline import Job, Runner
-    from kpnet_edge.converters.targets import Target
+    from kpnet_edge.artifacts import Target
+    from kpnet_edge.converters.pipeline import Job
     from kpnet_edge.model import DRNet
 
 OPSET = 18
@@ -23,18 +20,18 @@ TOOLS = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime")
 def export(target: Target, job: Job, batch: int) -> Path:
     """Write job.staging/<target file> for a fixed batch; returns its path."""
     path = job.staging / target.filename(batch)
-    export_onnx(job.model, path, batch)
+    export_onnx(job.model, path, batch, job.input_size)
     return path
 
 
-def export_onnx(model: DRNet, path: Path, batch: int = 1) -> None:
-    """DRNet -> one .onnx file (weights inside), input (batch, 3, H, W) float32 named
+def export_onnx(model: DRNet, path: Path, batch: int = 1, input_size: int = config.INPUT_SIZE) -> None:
+    """DRNet -> one .onnx file (weights inside), input (batch, 3, size, size) float32 named
     config.INPUT_NAME, outputs named config.OUTPUT_NAMES, simplified by onnxslim."""
     import onnx
     import onnxslim
     import torch
 
-    pixels = torch.zeros(batch, 3, config.INPUT_SIZE, config.INPUT_SIZE)
+    pixels = torch.zeros(batch, 3, input_size, input_size)
     # The exporter logs one warning per torchvision op it cannot register; torchvision is not used.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with torch.no_grad():
@@ -54,20 +51,6 @@ def export_onnx(model: DRNet, path: Path, batch: int = 1) -> None:
     if names != ([config.INPUT_NAME], list(config.OUTPUT_NAMES)):
         raise RuntimeError(f"ONNX export produced tensors named {names}")
     onnx.save_model(proto, str(path), save_as_external_data=False)
-
-
-def load(path: Path) -> Runner:
-    """An onnxruntime CPU session as a Runner: canvases (N, H, W, 3) uint8 -> NCHW float outputs."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def run(canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pixels = np.ascontiguousarray(canvases.transpose(0, 3, 1, 2), dtype=np.float32)
-        scale, landmarks = session.run(list(config.OUTPUT_NAMES), {config.INPUT_NAME: pixels})
-        return scale, landmarks
-
-    return run
 
 
 def describe(path: Path) -> dict[str, object]:

@@ -1,6 +1,5 @@
 """OpenVINO IR backend: converted from the ONNX file; FP32, FP16-compressed weights, or INT8 by
-NNCF post-training quantization (optionally accuracy-controlled). Parity runs with f32 inference
-precision: on CPUs with bf16 units OpenVINO otherwise computes "FP32" models in bf16."""
+NNCF post-training quantization (optionally accuracy-controlled)."""
 
 from __future__ import annotations
 
@@ -14,11 +13,10 @@ from kpnet_edge import config
 if TYPE_CHECKING:
     import openvino as ov
 
-    from kpnet_edge.converters.pipeline import Job, Runner
-    from kpnet_edge.converters.targets import Target
+    from kpnet_edge.artifacts import Target
+    from kpnet_edge.converters.pipeline import Job
 
 TOOLS = ("onnx", "onnxscript", "onnxslim", "openvino", "nncf")
-F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 def export(target: Target, job: Job, batch: int) -> Path:
@@ -28,7 +26,7 @@ def export(target: Target, job: Job, batch: int) -> Path:
     path = job.staging / target.filename(batch)
     if batch != 1:
         model = ov.Core().read_model(job.staging / target.filename(1))
-        model.reshape({config.INPUT_NAME: [batch, 3, config.INPUT_SIZE, config.INPUT_SIZE]})
+        model.reshape({config.INPUT_NAME: [batch, 3, job.input_size, job.input_size]})
         ov.save_model(model, path, compress_to_fp16=False)  # FP16 weights stay FP16 as read
         return path
     model = ov.convert_model(job.onnx_file())
@@ -80,21 +78,6 @@ def quantize(model: ov.Model, job: Job) -> ov.Model:
 def _to_pixels(canvas: np.ndarray) -> np.ndarray:
     """One canvas (H, W, 3) uint8 -> the model input (1, 3, H, W) float32."""
     return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
-
-
-def load(path: Path) -> Runner:
-    """A CPU-compiled model (f32 inference precision) as a Runner."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(path), "CPU", F32_CONFIG)
-    outputs = [compiled.output(name) for name in config.OUTPUT_NAMES]
-
-    def run(canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pixels = np.ascontiguousarray(canvases.transpose(0, 3, 1, 2), dtype=np.float32)
-        result = compiled(pixels)
-        return result[outputs[0]], result[outputs[1]]
-
-    return run
 
 
 def describe(path: Path) -> dict[str, object]:

@@ -1,5 +1,5 @@
 """TFLite backend: the Keras mirror of DRNet (keras_drnet.py) through TFLiteConverter, FP32 or
-full-integer INT8 (uint8 raw-pixel input, int8 outputs), run in ai-edge-litert for parity.
+full-integer INT8 (uint8 raw-pixel input, int8 outputs).
 TFLite drops output names and order, so outputs are identified by their channel count."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 from kpnet_edge import config
 
 if TYPE_CHECKING:
-    from kpnet_edge.converters.pipeline import Job, Runner
-    from kpnet_edge.converters.targets import Target
+    from kpnet_edge.artifacts import Target
+    from kpnet_edge.converters.pipeline import Job
 
 TOOLS = ("tensorflow", "keras", "ai-edge-litert")
 _CHANNELS = {config.NUM_SCALES: config.OUTPUT_NAMES[0], config.NUM_LANDMARKS: config.OUTPUT_NAMES[1]}
@@ -27,7 +27,7 @@ def export(target: Target, job: Job, batch: int) -> Path:
 
     from kpnet_edge.converters.keras_drnet import build_keras_drnet
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(build_keras_drnet(job.model, batch))
+    converter = tf.lite.TFLiteConverter.from_keras_model(build_keras_drnet(job.model, batch, job.input_size))
     if target.quantized:
         assert job.calibration is not None
         canvases = job.calibration.canvases
@@ -68,43 +68,6 @@ def pin_raw_pixel_input(flatbuffer: bytes) -> bytes:
     quantization = graph.tensors[input_index].quantization
     quantization.scale, quantization.zeroPoint = [1.0], [0]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def load(path: Path) -> Runner:
-    """An ai-edge-litert Interpreter as a Runner; integer outputs are dequantized, NHWC -> NCHW."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    (source,) = interpreter.get_input_details()
-    outputs = {_CHANNELS[int(d["shape"][-1])]: d for d in interpreter.get_output_details()}
-
-    def run(canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        interpreter.set_tensor(source["index"], _quantize(canvases, source))
-        interpreter.invoke()
-        return tuple(  # type: ignore[return-value]
-            _dequantize(interpreter.get_tensor(outputs[name]["index"]), outputs[name]).transpose(0, 3, 1, 2)
-            for name in config.OUTPUT_NAMES
-        )
-
-    return run
-
-
-def _quantize(canvases: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if detail["dtype"] == np.float32:
-        return canvases.astype(np.float32)
-    if (scale, zero_point) == (1.0, 0):
-        return canvases.astype(detail["dtype"])
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(canvases / scale) + zero_point, info.min, info.max).astype(detail["dtype"])
-
-
-def _dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if values.dtype == np.float32:
-        return values
-    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
 def describe(path: Path) -> dict[str, object]:

@@ -32,7 +32,7 @@ class CalibrationWarning(UserWarning):
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    """Letterboxed RGB uint8 canvases (N, INPUT_SIZE, INPUT_SIZE, 3) and where they came from.
+    """Letterboxed RGB uint8 canvases (N, size, size, 3) and where they came from.
 
     check: canvases for parity checks, held out from calibration (check_held_out) unless the
     source has fewer than 5 readable images.
@@ -60,7 +60,7 @@ class CalibrationSet:
             "size": len(self),
             "seed": self.seed,
             "sha256": self.sha256,
-            "preprocessing": f"letterbox to {config.INPUT_SIZE}x{config.INPUT_SIZE}, RGB uint8",
+            "preprocessing": f"letterbox to {self.canvases.shape[1]}x{self.canvases.shape[2]}, RGB uint8",
             "strata": self.strata,
             "files": list(self.files),
             "check_files": list(self.check_files),
@@ -69,10 +69,11 @@ class CalibrationSet:
 
 
 def build_calibration_set(
-    source: str | Path | Sequence[AnnotatedImage], size: int = DEFAULT_SIZE, seed: int = 0
+    source: str | Path | Sequence[AnnotatedImage], size: int = DEFAULT_SIZE, seed: int = 0,
+    input_size: int = config.INPUT_SIZE,
 ) -> CalibrationSet:
     """Sample `size` images, and up to CHECK_SIZE held out for parity checks, from a folder or
-    annotated records.
+    annotated records, letterboxed to input_size x input_size canvases.
 
     Folders: a seeded random sample. Annotated records: balanced over face-scale strata (the
     octave of the image's median face bin, Eq. 1), round-robin across strata so rare scales are
@@ -96,7 +97,7 @@ def build_calibration_set(
         order, strata = _stratified_order(records, rng)
         label = f"{len(records)} annotated images"
         names = {p: str(p) for p in order}
-    canvases, files, skipped = _read_canvases(order, size + CHECK_SIZE, names)
+    canvases, files, skipped = _read_canvases(order, size + CHECK_SIZE, names, input_size)
     if not canvases:
         raise KpnetError(f"calibration: no readable image in {label} ({skipped} unreadable)")
     # Hold out images for the parity checks: CHECK_SIZE after the first `size`, or a fifth of a
@@ -131,7 +132,7 @@ def build_calibration_set(
 
 
 def _read_canvases(
-    order: list[Path], limit: int, names: dict[Path, str]
+    order: list[Path], limit: int, names: dict[Path, str], input_size: int
 ) -> tuple[list[np.ndarray], list[str], int]:
     """Letterboxed canvases of the first `limit` readable images, their names, and how many
     unreadable ones were skipped (each with a warning)."""
@@ -142,7 +143,7 @@ def _read_canvases(
         if len(canvases) == limit:
             break
         try:
-            canvas, _ = letterbox(read_image(path))
+            canvas, _ = letterbox(read_image(path), size=input_size)
         except KpnetError as error:
             skipped += 1
             warnings.warn(f"calibration: skipping {error}", CalibrationWarning, stacklevel=3)

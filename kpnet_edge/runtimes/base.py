@@ -16,5 +16,7 @@ class Runtime(Protocol):
     """
 
     name: str
+    input_size: int
+    """Side of the square canvas `run` takes (a converted model's is fixed: its manifest's)."""
 
     def run(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from kpnet_edge import config
-from kpnet_edge.converters.manifest import ModelEntry
+from kpnet_edge.artifacts import ModelEntry
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.runtimes.tensors import (
     Outputs,
@@ -64,6 +64,11 @@ class OnnxRuntime:
         self.entry = entry
         self.device = device
         self._outputs = [entry.output(name) for name in config.OUTPUT_NAMES]
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square canvas the model takes, as its manifest records it."""
+        return self.entry.input_size
 
     def run(self, canvases: np.ndarray) -> Outputs:
         """(N, H, W, 3) uint8 RGB -> float32 NCHW (scale_logits, landmark_logits)."""

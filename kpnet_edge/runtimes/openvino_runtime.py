@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from kpnet_edge import config
-from kpnet_edge.converters.manifest import ModelEntry
+from kpnet_edge.artifacts import ModelEntry
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.runtimes.tensors import (
     Outputs,
@@ -75,6 +75,11 @@ class OpenVinoRuntime:
         self._outputs = [entry.output(name) for name in config.OUTPUT_NAMES]
         self._ports = [self.compiled.output(t.name) for t in self._outputs]
         self._local = threading.local()
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square canvas the model takes, as its manifest records it."""
+        return self.entry.input_size
 
     def run(self, canvases: np.ndarray) -> Outputs:
         """(N, H, W, 3) uint8 RGB -> float32 NCHW (scale_logits, landmark_logits)."""

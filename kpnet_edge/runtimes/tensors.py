@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from kpnet_edge import config
-from kpnet_edge.converters.manifest import ModelEntry, TensorInfo
+from kpnet_edge.artifacts import ModelEntry, TensorInfo
 from kpnet_edge.errors import KpnetError
 
 Outputs = tuple[np.ndarray, np.ndarray]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kpnet_edge import config
-from kpnet_edge.converters.manifest import ModelEntry, TensorInfo
+from kpnet_edge.artifacts import ModelEntry, TensorInfo
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.runtimes.tensors import (
     Outputs,
@@ -60,6 +60,11 @@ class TfliteRuntime:
         self._input = _input_tensor(self.interpreter, entry, path)
         self._outputs = _output_tensors(self.interpreter, entry, path)
         self._lock = threading.Lock()
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square canvas the model takes, as its manifest records it."""
+        return self.entry.input_size
 
     def run(self, canvases: np.ndarray) -> Outputs:
         """(N, H, W, 3) uint8 RGB -> float32 NCHW (scale_logits, landmark_logits)."""

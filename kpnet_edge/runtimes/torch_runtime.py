@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kpnet_edge import config
 from kpnet_edge.checkpoint import load_drnet
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.model import DRNet
@@ -27,6 +28,9 @@ class TorchRuntime:
     def from_checkpoint(cls, weights: str | Path | None = None, device: str = "cpu") -> TorchRuntime:
         """Load `weights` (the shipped checkpoint when None)."""
         return cls(load_drnet(weights), device)
+
+    input_size = config.INPUT_SIZE
+    """The canvas the detector letterboxes to; DRNet itself takes any multiple of 8."""
 
     def run(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W, 3) uint8 RGB -> float32 NCHW (scale_logits, landmark_logits)."""

@@ -1,5 +1,8 @@
 """manifest.json beside converted models: what each file takes and returns, how it was made and
-checked. Written by `convert`, read (and schema-checked) by the runtime adapters and reports."""
+checked. Written by `convert`, read by the runtime adapters and reports; it belongs to neither.
+
+A folder may hold only some of the files its manifest lists (a device gets one model file and the
+manifest): the schema is checked on load, each file only when it is opened (present, sha256)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from kpnet_edge.errors import KpnetError
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA = "kpnet-edge/manifest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class ModelEntry:
     normalisation: dict[str, Any]
     parity: dict[str, float]
     tolerance: dict[str, float]
+    checked_on: str
+    """What the parity figures were measured on (the folder's calibration check images, or noise)."""
     options: dict[str, Any] = field(default_factory=dict)
     extra_files: dict[str, str] = field(default_factory=dict)
     """Side files the model needs (OpenVINO's .bin), name -> sha256."""
@@ -57,6 +62,16 @@ class ModelEntry:
                 return tensor
         raise KeyError(f"{self.file} has no output {name!r}; it has {[t.name for t in self.outputs]}")
 
+    @property
+    def input_size(self) -> int:
+        """Side of the square canvas the model takes (the letterbox size)."""
+        return self.input.shape[1] if self.input.layout == "NHWC" else self.input.shape[2]
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Every file this model needs (itself and its side files), name -> sha256."""
+        return {self.file: self.sha256, **self.extra_files}
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -65,7 +80,6 @@ class Manifest:
     models: list[ModelEntry]
     source: dict[str, Any]
     calibration: dict[str, Any] | None
-    parity_inputs: dict[str, Any]
     preprocessing: str
     tools: dict[str, str]
     created: str
@@ -87,6 +101,11 @@ class Manifest:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
+    def present(self, folder: str | Path) -> list[ModelEntry]:
+        """The entries whose files are all in `folder` (a device may hold only some of them)."""
+        folder = manifest_folder(folder)
+        return [m for m in self.models if all((folder / name).is_file() for name in m.files)]
+
 
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
@@ -96,14 +115,34 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_folder(folder: str | Path) -> Path:
+    """The folder of a manifest given as its folder or as the manifest file itself."""
+    path = Path(folder)
+    return path.parent if path.name == MANIFEST_NAME and not path.is_dir() else path
+
+
+def verify_model(folder: str | Path, entry: ModelEntry) -> None:
+    """KpnetError naming the file unless every file of `entry` is in `folder` with its sha256:
+    a truncated, corrupted or swapped model must not run and return garbage faces."""
+    folder = manifest_folder(folder)
+    for name, digest in entry.files.items():
+        file = folder / name
+        if not file.is_file():
+            raise KpnetError(f"{file}: missing; {folder / MANIFEST_NAME} lists it for the "
+                             f"{entry.format} {entry.precision} model")
+        if sha256_file(file) != digest:
+            raise KpnetError(f"{file}: does not match its sha256 in {MANIFEST_NAME} (modified or "
+                             "damaged after conversion); refusing to run it")
+
+
 def load_manifest(folder: str | Path, verify: bool = False) -> Manifest:
     """Read and check folder/manifest.json (a folder or the file itself).
 
-    Checks the schema (every field, its type), that each model file exists and, with verify,
-    that its sha256 matches. Raises KpnetError naming the file and the field at fault.
+    Checks the schema (every field, its type); with verify, also that every model file is there
+    with its sha256 (else only the files opened are checked, by verify_model). Raises KpnetError
+    naming the file and the field at fault.
     """
-    path = Path(folder)
-    path = path / MANIFEST_NAME if path.is_dir() else path
+    path = manifest_folder(folder) / MANIFEST_NAME
     if not path.exists():
         raise KpnetError(f"{path}: no such manifest (is this a `kpnet-edge convert` output folder?)")
     try:
@@ -112,20 +151,15 @@ def load_manifest(folder: str | Path, verify: bool = False) -> Manifest:
         raise KpnetError(f"{path}: cannot read manifest ({error})") from None
     except json.JSONDecodeError as error:
         raise KpnetError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    version = (data.get("schema"), data.get("schema_version")) if isinstance(data, dict) else (None, None)
+    if version != (SCHEMA, SCHEMA_VERSION):  # before the fields: another version has other fields
+        raise KpnetError(f"{path}: schema {version[0]!r} v{version[1]}, this kpnet-edge reads "
+                         f"{SCHEMA!r} v{SCHEMA_VERSION} (convert the model again)")
     _check(data, _MANIFEST, "manifest", path)
-    if data["schema"] != SCHEMA or data["schema_version"] != SCHEMA_VERSION:
-        raise KpnetError(
-            f"{path}: schema {data['schema']!r} v{data['schema_version']}, this kpnet-edge reads "
-            f"{SCHEMA!r} v{SCHEMA_VERSION}"
-        )
     manifest = _from_dict(data)
-    for number, entry in enumerate(manifest.models):
-        for name, digest in {entry.file: entry.sha256, **entry.extra_files}.items():
-            file = path.parent / name
-            if not file.is_file():
-                raise KpnetError(f"{path}: models[{number}] names {name}, which is missing")
-            if verify and sha256_file(file) != digest:
-                raise KpnetError(f"{path}: {name} does not match its sha256 (modified after conversion?)")
+    if verify:
+        for entry in manifest.models:
+            verify_model(path.parent, entry)
     return manifest
 
 
@@ -170,6 +204,7 @@ _MODEL = {
     "normalisation": _MapOf((str, _NUMBER, bool, [_NUMBER])),
     "parity": _MapOf(_NUMBER),
     "tolerance": _MapOf(_NUMBER),
+    "checked_on": str,
     "options": _MapOf((str, _NUMBER, bool, None)),
     "extra_files": _MapOf(str),
 }
@@ -179,7 +214,6 @@ _MANIFEST = {
     "models": [_MODEL],
     "source": _MapOf((str, None, _MapOf(int))),
     "calibration": (_MapOf((str, int, bool, None, [str], _MapOf(int))), None),
-    "parity_inputs": _MapOf((str, int)),
     "preprocessing": str,
     "tools": _MapOf(str),
     "created": str,
