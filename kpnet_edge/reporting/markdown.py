@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kpnet_edge.reporting.regressions import worst_first
-from kpnet_edge.reporting.sections import sections, summary_lines
+from kpnet_edge.reporting.sections import change_summary, sections, summary_lines
 from kpnet_edge.reporting.tables import Table
 
 REGRESSIONS_LISTED = 10
@@ -24,19 +23,18 @@ def render_markdown(report: dict, figures: Sequence[str]) -> str:
                 lines += [f"![{part[:-4].replace('_', ' ')}]({part})", ""]
     score = report["settings"]["operating_score"]
     lines += ["## Regressions", "",
-              f"WIDER images where a candidate's faces (score >= {score:g}) differ from the reference's; "
-              "thumbnails in report.html.", ""]
+              f"WIDER images where a candidate's faces (score >= {score:g}) differ from the reference's, the most "
+              "harmful first (true faces lost, then new false positives, then moved landmarks); thumbnails in "
+              "report.html.", ""]
     for row in report["models"]:
         if row["stages"] is None:
             continue
-        items = row["regressions"]
-        lines += [f"### {row['key']}: {len(items)} images changed", ""]
-        for item in worst_first(items)[:REGRESSIONS_LISTED]:
-            moved = ", ".join(f"{face['max_px']:.1f} px" for face in item["moved"])
-            lines.append(f"- `{item['image']}`: {len(item['lost'])} lost, {len(item['gained'])} gained"
-                         + (f", landmarks moved {moved}" if moved else ""))
-        if len(items) > REGRESSIONS_LISTED:
-            lines.append(f"- ... {len(items) - REGRESSIONS_LISTED} more in report.json")
+        items, total = row["regressions"], row.get("regressions_total", len(row["regressions"]))
+        lines += [f"### {row['key']}: {total} images changed", ""]
+        for item in items[:REGRESSIONS_LISTED]:
+            lines.append(f"- `{item['image']}`: {change_summary(item)}")
+        if total > REGRESSIONS_LISTED:
+            lines.append(f"- ... {total - REGRESSIONS_LISTED} more ({len(items)} listed in report.json)")
         lines.append("")
     return "\n".join(lines)
 

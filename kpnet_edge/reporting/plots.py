@@ -36,20 +36,36 @@ def pr_curves(rows: Sequence[dict], peers: dict | None) -> bytes:
 
 
 def accuracy_latency(rows: Sequence[dict]) -> bytes:
-    """AP50 (faces >= GATE_MIN_SIZE px) against end-to-end p50 milliseconds at batch 1."""
-    figure, (ax,) = _figure(1, width=6.0)
-    for row in rows:
+    """AP50 (faces >= GATE_MIN_SIZE px, with its interval) against end-to-end p50 milliseconds at
+    batch 1 (with the interquartile range). Models are told apart by a legend, not labels beside
+    the points: close points would make labels overlap."""
+    figure, (ax,) = _figure(1, width=7.5)
+    colours = _colours(len(rows))
+    for number, row in enumerate(rows):
         latency = next((m for m in row["latency"] if m["batch"] == 1), None)
-        ap = row["accuracy"]["wider"][f"{GATE_MIN_SIZE:g}"]["ap"]
-        if latency is None or ap is None:
+        subset = row["accuracy"]["wider"][f"{GATE_MIN_SIZE:g}"]
+        if latency is None or subset["ap"] is None:
             continue
-        x, y = latency["end_to_end_ms"]["p50"], 100 * ap
-        ax.scatter([x], [y], marker="s" if row["quantized"] else "o", s=50)
-        ax.annotate(row["key"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set(xlabel="end-to-end p50 latency, batch 1 (ms)", ylabel=f"AP50, faces >= {GATE_MIN_SIZE} px (%)",
-           title="accuracy vs latency (squares: INT8)")
+        x, y = latency["end_to_end_ms"]["p50"], 100 * subset["ap"]
+        interval = subset.get("ap_ci")
+        yerr = None if interval is None else [[y - 100 * interval[0]], [100 * interval[1] - y]]
+        spread = latency.get("spread", {}).get("end_to_end_iqr_over_p50")
+        xerr = None if spread is None else [[x * spread / 2], [x * spread / 2]]
+        ax.errorbar([x], [y], yerr=yerr, xerr=xerr, fmt="s" if row["quantized"] else "o", markersize=7,
+                    capsize=3, color=colours[number], label=row["key"])
+    ax.set(xlabel="end-to-end p50 latency, batch 1 (ms; bar: interquartile range)",
+           ylabel=f"AP50, faces >= {GATE_MIN_SIZE} px (%; bar: 95 % interval)",
+           title="accuracy vs latency (squares: quantized)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     return _png(figure)
+
+
+def _colours(count: int) -> list:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if count <= 10 else "tab20"]
+    return [palette(index % palette.N) for index in range(count)]
 
 
 def head_sqnr(rows: Sequence[dict]) -> bytes:

@@ -1,5 +1,6 @@
 """Face-by-face comparison of a candidate's detections with the reference's on one image: faces
-lost, faces gained, and matched faces whose landmarks moved."""
+lost, faces gained, and matched faces whose landmarks moved; lost and gained faces are checked
+against the ground truth, since losing a false positive is an improvement."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from kpnet_edge.evaluation.detection import box_iou
 from kpnet_edge.postprocess import Detections, pairwise_iou
 
 MATCH_IOU = 0.5
@@ -58,16 +60,52 @@ def match_faces(reference: Detections, candidate: Detections, iou_threshold: flo
     )
 
 
+TRUE_FACE, FALSE_POSITIVE, UNLABELLED = "true face", "false positive", "unlabelled region"
+"""What a lost or gained face is by the ground truth: it overlaps a labelled face (IoU >=
+MATCH_IOU), a region the ground truth marks as not judged, or nothing labelled."""
+
+CHANGE_KINDS = ("true_faces_lost", "new_false_positives", "false_positives_removed", "true_faces_gained",
+                "unlabelled_lost", "unlabelled_gained")
+"""Counts of one image's changes, in the order they matter to a user (harm first)."""
+
+RANK_WEIGHTS = {"true_faces_lost": 4.0, "new_false_positives": 2.0, "moved": 1.0}
+"""How much each change weighs when the regression list is ranked; improvements weigh nothing."""
+
+
+def ground_truth_kinds(boxes: np.ndarray, truth_boxes: np.ndarray, truth_ignore: np.ndarray) -> list[str]:
+    """TRUE_FACE, UNLABELLED or FALSE_POSITIVE for each box (B, 4) against the image's labelled
+    boxes (T, 4) and their ignore flags (T,)."""
+    if len(boxes) == 0:
+        return []
+    if len(truth_boxes) == 0:
+        return [FALSE_POSITIVE] * len(boxes)
+    iou = box_iou(np.asarray(boxes, dtype=np.float64), truth_boxes)
+    hits_face = (iou[:, ~truth_ignore] >= MATCH_IOU).any(axis=1)
+    hits_ignored = (iou[:, truth_ignore] >= MATCH_IOU).any(axis=1)
+    return [TRUE_FACE if face else UNLABELLED if ignored else FALSE_POSITIVE
+            for face, ignored in zip(hits_face, hits_ignored)]
+
+
 def regression_item(image: str, reference: Detections, candidate: Detections, match: FaceMatch,
-                    moved_px: float) -> dict | None:
+                    moved_px: float, truth_boxes: np.ndarray | None = None,
+                    truth_ignore: np.ndarray | None = None) -> dict | None:
     """The JSON record of one image's changes (None when nothing changed): faces lost and gained
-    (box, score) and matched faces whose landmarks moved more than moved_px (both landmark sets)."""
+    (box, score, and with ground truth what each is), matched faces whose landmarks moved more than
+    moved_px (both landmark sets), and with ground truth the counts of CHANGE_KINDS."""
     moved = np.flatnonzero(match.displacement.max(axis=1, initial=0.0) > moved_px)
     if not (len(match.lost) or len(match.gained) or len(moved)):
         return None
+    judged = truth_boxes is not None
+    if judged:
+        ignore = np.zeros(len(truth_boxes), bool) if truth_ignore is None else np.asarray(truth_ignore, bool)
+        lost_kinds = ground_truth_kinds(reference.boxes[match.lost], truth_boxes, ignore)
+        gained_kinds = ground_truth_kinds(candidate.boxes[match.gained], truth_boxes, ignore)
+    else:
+        lost_kinds, gained_kinds = [None] * len(match.lost), [None] * len(match.gained)
 
-    def face(detections: Detections, index: int) -> dict:
-        return {"box": _rounded(detections.boxes[index]), "score": round(float(detections.scores[index]), 4)}
+    def face(detections: Detections, index: int, kind: str | None) -> dict:
+        entry = {"box": _rounded(detections.boxes[index]), "score": round(float(detections.scores[index]), 4)}
+        return entry if kind is None else {**entry, "truth": kind}
 
     def moved_face(pair: int) -> dict:
         r, c = match.pairs[pair]
@@ -78,18 +116,38 @@ def regression_item(image: str, reference: Detections, candidate: Detections, ma
             "candidate_landmarks": _rounded(candidate.landmarks[c]),
         }
 
-    return {
+    item = {
         "image": image,
-        "lost": [face(reference, i) for i in match.lost],
-        "gained": [face(candidate, i) for i in match.gained],
+        "lost": [face(reference, i, kind) for i, kind in zip(match.lost, lost_kinds)],
+        "gained": [face(candidate, i, kind) for i, kind in zip(match.gained, gained_kinds)],
         "moved": [moved_face(pair) for pair in moved],
     }
+    if judged:
+        item["changes"] = {
+            "true_faces_lost": lost_kinds.count(TRUE_FACE),
+            "new_false_positives": gained_kinds.count(FALSE_POSITIVE),
+            "false_positives_removed": lost_kinds.count(FALSE_POSITIVE),
+            "true_faces_gained": gained_kinds.count(TRUE_FACE),
+            "unlabelled_lost": lost_kinds.count(UNLABELLED),
+            "unlabelled_gained": gained_kinds.count(UNLABELLED),
+        }
+    return item
+
+
+def harm(item: dict) -> float:
+    """How much an image's changes hurt: true faces lost weigh most, then new false positives,
+    then moved landmarks; without ground truth every lost or gained face counts as a true loss /
+    new false positive."""
+    changes = item.get("changes") or {"true_faces_lost": len(item["lost"]),
+                                      "new_false_positives": len(item["gained"])}
+    return (RANK_WEIGHTS["true_faces_lost"] * changes["true_faces_lost"]
+            + RANK_WEIGHTS["new_false_positives"] * changes["new_false_positives"]
+            + RANK_WEIGHTS["moved"] * len(item["moved"]))
 
 
 def worst_first(items: list[dict]) -> list[dict]:
-    """Regression items ordered by their number of changed faces, most first."""
-    return sorted(items, key=lambda item: len(item["lost"]) + len(item["gained"]) + len(item["moved"]),
-                  reverse=True)
+    """Regression items ranked by harm, most first; ties keep their order (image order)."""
+    return sorted(items, key=harm, reverse=True)
 
 
 def _rounded(values: np.ndarray) -> list:
