@@ -25,10 +25,9 @@ float targets use the calibration images for their parity check."""
 # FP32 must match to float round-off. Reduced precisions are judged on what they decode to:
 # FP16 within 0.2 % of the face size, INT8 within 1 % (a fraction of a trained detector's own
 # landmark error); a proposal's probability may move by 0.01 (FP16) / 0.1 (INT8), against a
-# detection threshold of 0.3. 16x8 sits between the two: 16-bit activations, INT8 weights.
+# detection threshold of 0.3.
 FLOAT_TOLERANCE = {"max_abs_logit": 1e-4}
 FP16_TOLERANCE = {"keypoint_nme": 0.002, "proposal_prob": 0.01}
-INT16X8_TOLERANCE = {"keypoint_nme": 0.005, "proposal_prob": 0.05}
 INT8_TOLERANCE = {"keypoint_nme": 0.01, "proposal_prob": 0.1}
 
 
@@ -134,20 +133,19 @@ def target(backend: str, precision: str) -> Target | None:
     return TARGETS.get(f"{backend}-{precision}")
 
 
-def select_targets(formats: Iterable[str], int8: bool = False, int16x8: bool = False) -> list[Target]:
-    """Targets for formats (e.g. ['onnx', 'tflite']): each one's float precisions, plus INT8 and/or
-    16x8 when asked. Raises KpnetError naming the known formats, or the formats that have them."""
+def select_targets(formats: Iterable[str], int8: bool = False) -> list[Target]:
+    """Targets for formats (e.g. ['onnx', 'tflite']): each one's float precisions, plus INT8 when
+    asked. Raises KpnetError naming the known formats, or the formats that have INT8."""
     formats = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise KpnetError(f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
-    wanted = {"int8": int8, "int16x8": int16x8}
-    chosen = [t for t in TARGETS.values() if t.format in formats and (not t.quantized or wanted[t.precision])]
-    for precision, asked in wanted.items():
-        if asked and not any(t.precision == precision for t in chosen):
-            makers = sorted({t.format for t in TARGETS.values() if t.precision == precision})
-            raise KpnetError(f"--{precision}: {', '.join(formats)} has no {precision.upper()} target; "
-                             f"{precision.upper()} is made for {', '.join(makers)}")
+    chosen = [t for t in TARGETS.values() if t.format in formats and (int8 or not t.quantized)]
+    if int8 and not any(t.quantized for t in chosen):
+        with_int8 = sorted({t.format for t in TARGETS.values() if t.quantized})
+        raise KpnetError(
+            f"--int8: {', '.join(formats)} has no INT8 target; INT8 is made for {', '.join(with_int8)}"
+        )
     return chosen
 
 
