@@ -46,3 +46,11 @@ def test_eval_json_is_checked_before_scoring(make_target, message, notes: Path, 
     target = make_target(tmp_path)
     check_refused(["eval", str(predictions), "--wider-gt", str(tmp_path / "gt.txt"), "--json", str(target)],
                   f"--json {target}: {message}" if "folder;" in message else message, tmp_path, capsys)
+
+
+def test_report_models_must_name_models_of_the_folder(tmp_path: Path, capsys):
+    shipped = Path(__file__).resolve().parent.parent / "kpnet_edge" / "assets"
+    if not (shipped / "manifest.json").is_file():
+        pytest.skip("no converted models shipped in kpnet_edge/assets")
+    check_refused(["report", "--model", str(shipped), "--models", "tflite-int8,onnx-int8", "--out",
+                   str(tmp_path / "out")], "--models tflite-int8,onnx-int8: onnx-int8 not in", tmp_path, capsys)

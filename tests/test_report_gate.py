@@ -174,3 +174,21 @@ def test_regressions_rank_lost_true_faces_above_removed_false_positives():
     harm = {"image": "b", "lost": [{}], "gained": [], "moved": [],
             "changes": {"true_faces_lost": 1, "new_false_positives": 0, "false_positives_removed": 0}}
     assert [item["image"] for item in worst_first([improvement, harm])] == ["b", "a"]
+
+
+def test_every_model_runs_at_the_convert_folders_canvas_unless_told_otherwise():
+    from types import SimpleNamespace
+
+    from kpnet_edge.reporting.build import canvas_size
+
+    def folder(*sizes: int) -> SimpleNamespace:
+        return SimpleNamespace(models=[SimpleNamespace(input_size=size) for size in sizes])
+
+    assert canvas_size(folder(320, 320), None) == 320
+    assert canvas_size(folder(), 416) == 416, "a reference-only run takes any canvas"
+    for manifest, requested, message in ((folder(256, 320), None, "different input sizes [256, 320]"),
+                                         (folder(256), 320, "--input-size 320: the convert folder's models take 256"),
+                                         (folder(), 100, "--input-size: input size must be a positive multiple of 8")):
+        with pytest.raises(KpnetError) as error:
+            canvas_size(manifest, requested)
+        assert message in str(error.value)

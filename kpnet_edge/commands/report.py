@@ -149,11 +149,12 @@ def run(args: argparse.Namespace) -> int:
         engine["collector"] = ray_collector(args.ray_address, args.threads)
     report = build_report(settings, models, manifest, progress=True, **engine)
     written = write_report(report, args.out)
+    gate_result = report.data["gate"]
     for line in summary_lines(report.data) + verdict_lines(report.data):
-        print(line)
+        if line != gate_result["message"]:  # said last, on stderr when it fails
+            print(line)
     print(f"report written to {written['report.html'].resolve()} (and report.md, report.json beside it); "
           f"{report.data['run_seconds']:.0f} s")
-    gate_result = report.data["gate"]
     print(gate_result["message"], file=sys.stdout if gate_result["passed"] else sys.stderr)
     return gate_result["exit_code"]
 
