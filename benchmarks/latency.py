@@ -4,7 +4,8 @@ YuNet-s@640, in one run: already-decoded photos in, faces in image pixels out, o
     python benchmarks/latency.py [--model DIR] [--threads 2] [--frames 200] [--rounds 5]
 
 Per KPNet row: letterbox (pre), model, post-process (post) and end to end, p50 and p99 in ms, and
-frames per second at the end-to-end median. YuNet runs through OpenCV's FaceDetectorYN as the
+frames per second at the end-to-end median; every row also has the process's CPU time per frame
+(all threads), which a loaded machine inflates far less than wall time. YuNet runs through OpenCV's FaceDetectorYN as the
 project's teacher does (resize so the longer edge fills the input, pad, detect, map back); its
 pre/model/post are not separable there, so it has end-to-end times only. Pipelines take turns in
 `--rounds` rounds, so a change in the machine's load (the dev machine is shared with training)
@@ -113,10 +114,11 @@ def measure(pipelines: dict[str, Pipeline], images: list[np.ndarray], frames: in
         for name in names:
             for frame in range(per_round):
                 image = images[(round_index * per_round + frame) % len(images)]
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 stages = pipelines[name](image)
                 total = time.perf_counter() - start
                 samples[name].setdefault("end_to_end", []).append(total)
+                samples[name].setdefault("cpu", []).append(time.process_time() - cpu)
                 if stages is not None:
                     for stage, seconds in zip(("pre", "model", "post"), stages):
                         samples[name].setdefault(stage, []).append(seconds)
@@ -134,13 +136,14 @@ def summarise(samples: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| pipeline | threads | pre p50 / p99 | model p50 / p99 | post p50 / p99 | end to end p50 / p99 | fps |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| pipeline | threads | pre p50 / p99 | model p50 / p99 | post p50 / p99 | end to end p50 / p99 | fps "
+             "| CPU p50 / p99 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     cell = lambda row, stage: f"{row[stage]['p50']:.2f} / {row[stage]['p99']:.2f}" if stage in row else "-"
     for run in result["runs"]:
         for name, row in run["rows"].items():
             lines.append(f"| {name} | {run['threads']} | {cell(row, 'pre')} | {cell(row, 'model')} | "
-                         f"{cell(row, 'post')} | {cell(row, 'end_to_end')} | {row['fps']:.0f} |")
+                         f"{cell(row, 'post')} | {cell(row, 'end_to_end')} | {row['fps']:.0f} | {cell(row, 'cpu')} |")
     return "\n".join(lines) + "\n"
 
 
