@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from kpnet_edge.cli import main
@@ -88,6 +89,31 @@ def test_ray_detect_refuses_a_shard_folder_of_an_earlier_run(ray_instance: Clust
     assert (tmp_path / "part-00000.jsonl").read_text() == '{"image": "earlier.jpg", "faces": []}\n'
 
 
+def test_a_damaged_image_is_detected_and_its_warning_kept_in_the_row(photo_folder: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    from kpnet_edge.detector import FaceDetector
+    from kpnet_edge.imageio import DamagedImageWarning, read_image
+    from kpnet_edge.scale import detect as scale_detect
+
+    def read_warning_for_the_first(path: str):
+        image = read_image(path)
+        if path.endswith("photo000.jpg"):
+            warnings.warn(f"{path}: damaged JPEG (planted)", DamagedImageWarning, stacklevel=2)
+        return image
+
+    monkeypatch.setattr(scale_detect, "read_image", read_warning_for_the_first)
+    paths = [str(photo_folder / name) for name in ("photo000.jpg", "photo001.jpg", BROKEN)]
+    worker = scale_detect.DetectWorker(lambda: FaceDetector.from_checkpoint(batch_size=8))
+    rows = worker({"index": np.arange(3), "image": np.array(paths, dtype=object),
+                   "path": np.array(paths, dtype=object)})
+    assert [bool(w) for w in rows["warning"]] == [True, False, False]
+    assert "planted" in rows["warning"][0]
+    first = json.loads(rows["record"][0])
+    assert first["image"] == paths[0] and rows["faces"][0] == len(first["faces"])
+    assert [bool(e) for e in rows["error"]] == [False, False, True]
+    assert json.loads(rows["record"][2]) == {"image": paths[2], "error": rows["error"][2]}
+
+
 def test_shards_split_by_size_and_leave_no_temporary_files(tmp_path: Path):
     writer = ShardWriter(tmp_path / "out", records_per_shard=2)
     for i in range(5):
@@ -147,9 +173,9 @@ def test_ray_report_equals_the_local_report(ray_instance: Cluster, tmp_path_fact
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     local = subprocess.run([sys.executable, "-m", "kpnet_edge.cli", *common, "--out", str(local_out)],
                            capture_output=True, text=True, env=environment)
-    assert local.returncode == 0, local.stderr[-3000:]
+    assert (local_out / "report.json").is_file(), local.stderr[-3000:]
     code = main([*common, "--out", str(ray_out), "--engine", "ray"])
-    assert code == 0, capsys.readouterr().err[-3000:]
+    assert code == local.returncode, capsys.readouterr().err[-3000:]  # the same verdict
     assert "evaluating on the local Ray instance" in capsys.readouterr().err
     rows = {name: json.loads((out / "report.json").read_text())["models"]
             for name, out in (("local", local_out), ("ray", ray_out))}

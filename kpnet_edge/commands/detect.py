@@ -86,10 +86,6 @@ def run(args: argparse.Namespace) -> int:
     """Detect faces in args.source; returns 0, 1 when some inputs were unreadable or damaged (or a
     video ended early), 130 / 143 when interrupted by SIGINT / SIGTERM (the records so far are
     written)."""
-    if args.engine == "ray":
-        from kpnet_edge.scale.detect_command import run_on_ray  # Ray is imported only here
-
-        return run_on_ray(args)
     from kpnet_edge.detector import detection_record
 
     inputs, total = _inputs(args.source)
@@ -104,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     if batch < 1:
         raise KpnetError(f"--batch must be at least 1, got {batch}")
     _check_outputs(args)
+    if args.engine == "ray":
+        from kpnet_edge.scale.detect_command import run_on_ray  # Ray is imported only here
+
+        return run_on_ray(args, params)
     detector = _detector(args, params, batch, stream)
     records: list[dict] = []
     problems: list[str] = []

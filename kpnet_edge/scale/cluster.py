@@ -49,7 +49,11 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Cluster:
         options = {"logging_level": logging.WARNING, "log_to_driver": False}
         try:
             if address is None:
-                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
+                # Ray runs its workers 15 nice levels below the command by default; here they do the
+                # work the command was started for, so they share its priority (on a machine busy
+                # with other jobs the default starves them).
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                         _system_config={"worker_niceness": 0}, **options)
             else:
                 ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as error:

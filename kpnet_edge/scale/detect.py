@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from kpnet_edge.detector import FaceDetector, detection_record
 from kpnet_edge.errors import KpnetError
-from kpnet_edge.imageio import read_image
+from kpnet_edge.imageio import DamagedImageWarning, read_image
 from kpnet_edge.scale.cluster import Cluster
 from kpnet_edge.scale.shards import RECORDS_PER_SHARD, ShardWriter
 
@@ -79,21 +80,27 @@ def plan_actors(cluster: Cluster, device: str = "cpu", workers: int | None = Non
 
 class DetectWorker:
     """The actor: builds one FaceDetector, then turns batches of paths into rows of
-    (index, image, record as a JSON line, error, faces)."""
+    (index, image, record as a JSON line, error, warning, faces). A damaged image that still
+    decodes (DamagedImageWarning) is detected and its warning kept, as the single-process path does."""
 
     def __init__(self, make_detector: Callable[[], FaceDetector]) -> None:
         self.detector = make_detector()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names, paths = batch["image"], batch["path"]
-        lines, errors, counts = [""] * len(names), [""] * len(names), [0] * len(names)
+        lines, errors, damage = [""] * len(names), [""] * len(names), [""] * len(names)
+        counts = [0] * len(names)
         readable: list[tuple[int, np.ndarray]] = []
         for row, path in enumerate(paths):
-            try:
-                readable.append((row, read_image(path)))
-            except KpnetError as error:
-                errors[row] = str(error)
-                lines[row] = json.dumps({"image": str(names[row]), "error": str(error)})
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", DamagedImageWarning)
+                try:
+                    readable.append((row, read_image(path)))
+                except KpnetError as error:
+                    errors[row] = str(error)
+                    lines[row] = json.dumps({"image": str(names[row]), "error": str(error)})
+            damage[row] = "; ".join(str(w.message) for w in caught
+                                    if issubclass(w.category, DamagedImageWarning))
         faces_per_image = self.detector.detect_stream(image for _, image in readable)
         for (row, image), faces in zip(readable, faces_per_image):
             lines[row] = json.dumps(detection_record(str(names[row]), image, faces))
@@ -103,26 +110,29 @@ class DetectWorker:
             "image": names,
             "record": np.array(lines, dtype=object),
             "error": np.array(errors, dtype=object),
+            "warning": np.array(damage, dtype=object),
             "faces": np.array(counts, dtype=np.int64),
         }
 
 
 @dataclass
 class DetectSummary:
-    """What a run produced: counts, the shard files, the unreadable inputs' messages, and, when
-    asked for, every readable image's record in input order."""
+    """What a run produced: counts, the shard files, the messages of unreadable inputs (failures)
+    and of damaged ones that were still read (damaged), and, when asked for, every readable
+    image's record in input order."""
 
     images: int = 0
     faces: int = 0
     shards: list[Path] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
     records: list[dict] | None = None
 
     def to_dict(self) -> dict:
         """The JSON form written beside the shards (summary.json)."""
         return {"images": self.images, "readable": self.images - len(self.failures),
-                "unreadable": len(self.failures), "faces": self.faces,
-                "shards": [p.name for p in self.shards], "errors": self.failures}
+                "unreadable": len(self.failures), "damaged": len(self.damaged), "faces": self.faces,
+                "shards": [p.name for p in self.shards], "errors": self.failures, "warnings": self.damaged}
 
 
 def detect_on_ray(
@@ -138,9 +148,10 @@ def detect_on_ray(
     """Detect faces in the images `names` (paths) with `plan.workers` actors, each holding
     make_detector()'s detector (any backend and precision), running `batch` images per model call.
 
-    Every image gets one JSON line in the shards in `shards`: today's detect record, or
-    {"image", "error"} when it cannot be read (never fatal). keep_records also returns the
-    readable images' records in input order (the single-process `detect --json` list).
+    Every image gets one JSON line in the shards in `shards`: today's detect record (with a
+    "warning" when the image is damaged but decodes), or {"image", "error"} when it cannot be read
+    (never fatal). keep_records also returns the readable images' records in input order (the
+    single-process `detect --json` list).
     Needs a connected Ray (cluster.connect).
     """
     import ray.data
@@ -165,19 +176,27 @@ def detect_on_ray(
     bar = tqdm(total=len(names), unit="img", disable=not progress, file=sys.stderr)
     try:
         for rows in results.iter_batches(batch_size=None, batch_format="numpy"):
-            for index, line, error, count in zip(rows["index"], rows["record"], rows["error"], rows["faces"]):
-                writer.add(line)
+            for index, line, error, damage, count in zip(rows["index"], rows["record"], rows["error"],
+                                                         rows["warning"], rows["faces"]):
                 summary.images += 1
+                for message in ([f"skipped {error}"] if error else []) + ([damage] if damage else []):
+                    tqdm.write(f"kpnet-edge detect: warning: {message}", file=sys.stderr)
                 if error:
                     summary.failures.append(error)
-                    tqdm.write(f"kpnet-edge detect: skipped {error}", file=sys.stderr)
                 else:
                     summary.faces += int(count)
                     if keep_records:
                         kept[int(index)] = json.loads(line)
+                if damage:
+                    summary.damaged.append(damage)
+                    line = json.dumps({**json.loads(line), "warning": damage})
+                writer.add(line)
             bar.update(len(rows["index"]))
     except ray.exceptions.RayError as error:
         raise _user_error(error) from None
+    except KeyboardInterrupt:
+        writer.close()  # keep what was done: the records so far as a last, complete shard
+        raise
     finally:
         bar.close()
     writer.close()
@@ -190,8 +209,10 @@ def detect_on_ray(
 def _user_error(error: Exception) -> Exception:
     """A KpnetError raised inside an actor (a missing model file, say) as itself; anything else
     as a one-line KpnetError."""
-    cause = error
-    while cause is not None and not isinstance(cause, KpnetError):
+    cause: BaseException | None = error
+    for _ in range(8):  # RayTaskError.cause, or the chain of `raise ... from`
+        if cause is None or isinstance(cause, KpnetError):
+            break
         cause = getattr(cause, "cause", None) or cause.__cause__
     if isinstance(cause, KpnetError):
         return KpnetError(str(cause))

@@ -20,29 +20,24 @@ DEFAULT_BATCH = 8
 """Images per model call in each actor, as the single-process `detect` uses for folders."""
 
 
-def run_on_ray(args: argparse.Namespace) -> int:
-    """Detect faces in args.source's images on Ray; 0, or 1 when some images were unreadable."""
+def run_on_ray(args: argparse.Namespace, params: PostprocessParams) -> int:
+    """Detect faces in args.source's images on Ray with `params` (detect has checked the options
+    they share); 0, or 1 when some images were unreadable or damaged."""
     from kpnet_edge.commands.detect import _detector
     from kpnet_edge.scale.cluster import connect
     from kpnet_edge.scale.detect import detect_on_ray, plan_actors
 
     if args.draw:
         raise KpnetError("--draw is not available with --engine ray; draw a few images without it")
-    for value, name in ((args.threshold, "--threshold"), (args.proposal_threshold, "--proposal-threshold")):
-        if not 0.0 <= value <= 1.0:
-            raise KpnetError(f"{name} must lie in [0, 1], got {value}")
     batch = args.batch if args.batch is not None else DEFAULT_BATCH
-    if batch < 1:
-        raise KpnetError(f"--batch must be at least 1, got {batch}")
     names = image_names(args.source)
     cluster = connect(args.ray_address)
     plan = plan_actors(cluster, args.device, args.workers, args.threads)
     print(f"kpnet-edge detect: {len(names)} images on the {cluster.describe()}, {plan.describe()}",
           file=sys.stderr)
-    params = PostprocessParams(score_threshold=args.threshold, proposal_threshold=args.proposal_threshold)
-    runtime_args = argparse.Namespace(backend=args.backend, model=args.model, weights=args.weights,
-                                      precision=args.precision, device=plan.device, threads=plan.threads)
-    make_detector = partial(_detector, runtime_args, params, batch, True)
+    # Every actor builds its detector from the command's own options, as plain `detect` does.
+    actor_args = argparse.Namespace(**{**vars(args), "device": plan.device, "threads": plan.threads})
+    make_detector = partial(_detector, actor_args, params, batch, True)
     summary = detect_on_ray(names, make_detector, plan, args.shards, batch,
                             keep_records=args.json is not None, progress=True)
     details = {"source": str(args.source), "cluster": cluster.describe(), "actors": plan.describe(),
@@ -52,10 +47,11 @@ def run_on_ray(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps(summary.records, indent=1) + "\n")
     merged = f" and {args.json}" if args.json else ""
     print(f"{summary.faces} faces in {summary.images - len(summary.failures)} images, "
-          f"{len(summary.failures)} unreadable -> {len(summary.shards)} shard(s) in {args.shards}{merged}",
-          file=sys.stderr)
-    if summary.failures:
-        print(f"kpnet-edge detect: {len(summary.failures)} input(s) could not be read", file=sys.stderr)
+          f"{len(summary.failures)} unreadable, {len(summary.damaged)} damaged -> {len(summary.shards)} "
+          f"shard(s) and summary.json in {args.shards}{merged}", file=sys.stderr)
+    problems = len(summary.failures) + len(summary.damaged)
+    if problems:
+        print(f"kpnet-edge detect: {problems} input(s) unreadable or damaged (see above)", file=sys.stderr)
         return 1
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.postprocess import PostprocessParams
@@ -30,9 +31,10 @@ def ray_collector(address: str | None = None, threads: int | None = None) -> Col
     def collect_on_ray(models: Sequence[ReportModel], sets: EvalSets, params: PostprocessParams,
                        reference: ReportModel | None = None, operating_score: float = 0.3,
                        moved_px: float = 2.0, progress: bool = False,
-                       runtimes: Mapping[str, object] | None = None) -> dict[str, ModelRun]:
+                       runtimes: Mapping[str, object] | None = None, **options: Any) -> dict[str, ModelRun]:
         # Runtimes opened in this process stay here (for latency); each task opens its own.
-        return collect_models_on_ray(models, sets, params, reference, operating_score, moved_px, progress, cpus)
+        return collect_models_on_ray(models, sets, params, reference, operating_score, moved_px, progress, cpus,
+                                     **options)
 
     return collect_on_ray
 
@@ -46,9 +48,10 @@ def collect_models_on_ray(
     moved_px: float = 2.0,
     progress: bool = False,
     cpus: float = 1.0,
+    **options: Any,
 ) -> dict[str, ModelRun]:
     """What collect(models, sets, ...) returns, with one Ray task per model: (reference, model)
-    when there is a reference, else the model alone."""
+    when there is a reference, else the model alone; options go to collect (canvas_size)."""
     import ray
 
     evaluate = ray.remote(num_cpus=cpus, max_retries=0)(collect)
@@ -58,7 +61,7 @@ def collect_models_on_ray(
     if not groups and reference is not None:
         groups = {reference.key: [reference]}
     pending = {
-        evaluate.remote(group, shared_sets, params, reference, operating_score, moved_px, False): key
+        evaluate.remote(group, shared_sets, params, reference, operating_score, moved_px, False, **options): key
         for key, group in groups.items()
     }
     runs: dict[str, ModelRun] = {}
