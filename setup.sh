@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up kpnet-edge in ./.venv. Usage: ./setup.sh [extras]   (default extras: torch, onnx)
-#   ./setup.sh          detect with the shipped PyTorch model
+#   ./setup.sh tflite   a device: detect with the shipped INT8 TFLite model (no torch)
+#   ./setup.sh          detect with the shipped PyTorch model (torch, onnx)
 #   ./setup.sh dev      everything: converters, training, reports, tests
 set -euo pipefail
 cd "$(dirname "$0")"
