@@ -114,6 +114,15 @@ def test_a_damaged_image_is_detected_and_its_warning_kept_in_the_row(photo_folde
     assert json.loads(rows["record"][2]) == {"image": paths[2], "error": rows["error"][2]}
 
 
+def test_a_missing_model_is_one_line_before_ray_starts(photo_folder: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture):
+    code = main(["detect", str(photo_folder), "--engine", "ray", "--weights", str(tmp_path / "missing.pt"),
+                 "--shards", str(tmp_path / "shards")])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.pt" in err and "Traceback" not in err
+    assert "Ray instance" not in err and not (tmp_path / "shards").exists()
+
+
 def test_shards_split_by_size_and_leave_no_temporary_files(tmp_path: Path):
     writer = ShardWriter(tmp_path / "out", records_per_shard=2)
     for i in range(5):

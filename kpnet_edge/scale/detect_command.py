@@ -25,12 +25,16 @@ def run_on_ray(args: argparse.Namespace, params: PostprocessParams) -> int:
     they share); 0, or 1 when some images were unreadable or damaged."""
     from kpnet_edge.commands.detect import _detector
     from kpnet_edge.scale.cluster import connect
-    from kpnet_edge.scale.detect import detect_on_ray, plan_actors
+    from kpnet_edge.scale.detect import detect_on_ray, needs_gpu, plan_actors
 
     if args.draw:
         raise KpnetError("--draw is not available with --engine ray; draw a few images without it")
     batch = args.batch if args.batch is not None else DEFAULT_BATCH
     names = image_names(args.source)
+    # One detector built here first (on the CPU when the actors get GPUs): a wrong option or a
+    # missing model file is one line before any cluster work, not an actor's traceback.
+    checked = {"device": "cpu"} if needs_gpu(args.device) else {}
+    _detector(argparse.Namespace(**{**vars(args), **checked}), params, batch, True)
     cluster = connect(args.ray_address)
     plan = plan_actors(cluster, args.device, args.workers, args.threads)
     print(f"kpnet-edge detect: {len(names)} images on the {cluster.describe()}, {plan.describe()}",
