@@ -104,22 +104,22 @@ class Oracle:
 
 
 class WithFalsePositives:
-    """The oracle's outputs with confident scale-map peaks at FALSE_POSITIVE_CELLS, where the first
-    images have no face: a reference that makes false positives for a candidate to drop."""
+    """The oracle's outputs with two confident faces planted in the top corners of every canvas,
+    where the first images have no face: a reference that makes false positives for a candidate
+    to drop. They are rendered like the oracle's faces (scale peak and landmarks), so they decode
+    into full-size boxes that the >= 24 px filter judges."""
 
     name = "false-positives"
-    FALSE_POSITIVE_CELLS = ((12, 12), (12, 110))
-    """(row, column) on the 128 x 128 map: the top corners of the canvas."""
+    BOXES = np.array([[16.0, 16.0, 76.0, 76.0], [180.0, 16.0, 240.0, 76.0]])
+    """Canvas pixels [x1, y1, x2, y2]."""
 
     def __init__(self, runtime: Oracle) -> None:
         self.runtime = runtime
+        self.planted = Oracle.render(self.BOXES, FaceTemplate.load())
 
     def run(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scale, landmarks = self.runtime.run(canvases)
-        scale = scale.copy()
-        for row, column in self.FALSE_POSITIVE_CELLS:
-            scale[:, 30, row, column] = 5.0
-        return scale, landmarks
+        return np.maximum(scale, self.planted[0]), np.maximum(landmarks, self.planted[1])
 
 
 class WipedScaleMap:
@@ -181,8 +181,9 @@ def report_run(tmp_path_factory: pytest.TempPathFactory, converted: Path, shared
                backgrounds_dir: Path, wider_dev: Path, mtfl_root: Path) -> ReportRun:
     """The converted models against their PyTorch source, with peers, a sweep and loose bounds."""
     out = tmp_path_factory.mktemp("report") / "out"
-    # A random model's INT8 copy keeps its (random) accuracy within 90 points; its speed is not gated.
-    bounds = gate_file(out.parent, "bounds:\n  ap_drop: 0.9\n  recall_drop: 0.9\n  nme_increase: 0.9\n"
+    # A random model's INT8 copy keeps its (random) accuracy within 90 points; it finds no MTFL face
+    # to measure landmarks on, and its speed means nothing: neither is gated.
+    bounds = gate_file(out.parent, "bounds:\n  ap_drop: 0.9\n  recall_drop: 0.9\n  nme_increase: null\n"
                                    "  latency_ratio: null\n")
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
@@ -336,7 +337,12 @@ def test_gate_fails_a_planted_regression_that_loses_true_faces(gate_run: ReportR
     assert verdict["checks"]["ap_drop"]["result"] == FAIL and verdict["checks"]["recall_drop"]["result"] == FAIL
     assert verdict["checks"]["latency_ratio"]["result"] == NOT_GATED
     faces = rows[PLANTED]["stages"]["faces"]
-    assert faces["true_faces_lost"] == faces["lost"] > 0 and faces["false_positives_removed"] == 0
+    # The oracle's template boxes miss some small labelled faces by IoU, so not every loss is judged
+    # a true face; most are, and nothing is gained.
+    assert faces["lost"] > 0 and faces["true_faces_lost"] >= 0.6 * faces["lost"], faces
+    assert faces["new_false_positives"] == faces["true_faces_gained"] == 0
+    first = rows[PLANTED]["regressions"][0]["changes"]
+    assert first["true_faces_lost"] == max(item["changes"]["true_faces_lost"] for item in rows[PLANTED]["regressions"])
     assert f"verdict FAIL: {PLANTED} FAIL" in gate_run.output and "AP50 drop, faces >= 24 px" in gate_run.output
     markdown = (gate_run.out / "report.md").read_text()
     assert "true faces lost" in markdown and "| FAIL |" in markdown
@@ -351,8 +357,11 @@ def test_gate_passes_a_planted_improvement_that_drops_false_positives(improvemen
     assert drop["ap"] < 0 and drop["ap_ci"][1] <= 0, f"fewer false positives can only raise AP: {drop}"
     assert drop["recall_at_score"] == 0 and drop["recall_at_score_ci"] == [0.0, 0.0]
     faces = rows[IMPROVED]["stages"]["faces"]
-    assert faces["false_positives_removed"] == faces["lost"] > 0
-    assert faces["true_faces_lost"] == faces["new_false_positives"] == 0
+    assert faces["lost"] > 0 and faces["false_positives_removed"] + faces["unlabelled_lost"] == faces["lost"], faces
+    assert faces["false_positives_removed"] > 0
+    # Where a planted face overlaps an oracle face, NMS keeps one of them in the reference, so the
+    # candidate may "gain" that oracle face back; no true face is lost either way.
+    assert faces["true_faces_lost"] == 0 and faces["false_positives_removed"] > faces["new_false_positives"]
     assert verdict["checks"]["ap_drop"]["result"] == verdict["checks"]["recall_drop"]["result"] == PASS
 
 
