@@ -57,7 +57,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def _refusal(path: Path, torch_message: str) -> str:
     """Our one line for a pickle torch's weights-only loader refused, naming what it held."""
     found = re.search(r"GLOBAL ([\w.]+)", torch_message)
-    if "weights only load failed" not in torch_message.lower() and found is None:
+    if found is None and "unsupported global" not in torch_message.lower():
+        # Torch says "weights only load failed" for plain garbage too ("Unsupported operand"):
+        # only a pickled global is an object we refuse; anything else is a broken file.
         return f"{path}: not a loadable PyTorch checkpoint (corrupt pickle data)"
     held = f" (it holds {found.group(1)})" if found else ""
     return (f"{path}: refused: the file holds Python objects other than tensors{held}, which could run "
