@@ -266,3 +266,32 @@ def test_flat_maps_are_capped_by_top_k():
     heat = np.ones((config.NUM_LANDMARKS, MAP, MAP), np.float32)
     found = postprocess(scale, heat, PostprocessParams(score_threshold=0.0, max_proposals=200))
     assert 0 < len(found) <= 200
+
+
+def channels_last_view(maps: np.ndarray) -> np.ndarray:
+    """The same (C, H, W) maps laid out as an NHWC model returns them: a transposed view."""
+    return np.ascontiguousarray(maps.transpose(1, 2, 0)).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_channels_last_maps_give_the_same_faces(seed):
+    """NHWC outputs reach the post-processor as views (no copy); its channels-last fast path must
+    find exactly what the NCHW path finds, NaN (also in a cell's first bin) and infinities included."""
+    rng = np.random.default_rng(seed)
+    faces = np.stack([face_at(*rng.uniform(40, 216, 2), rng.uniform(24, 90)) for _ in range(3)])
+    scale, heat = plant_faces(faces)
+    scale += rng.normal(0, 3, scale.shape).astype(np.float32)
+    heat += rng.normal(0, 2, heat.shape).astype(np.float32)
+    if seed % 2:
+        specials = np.array([np.nan, np.inf, -np.inf, 1e30], np.float32)
+        for maps in (scale, heat):
+            mask = rng.random(maps.shape) < 0.01
+            maps[mask] = rng.choice(specials, mask.sum())
+        scale[0, 5:9, 5:9] = np.nan  # NaN first in these cells' rows, a face bin above threshold
+        scale[20, 5:9, 5:9] = 5.0
+    params = PostprocessParams(score_threshold=0.3)
+    expected = postprocess(scale, heat, params)
+    found = postprocess(channels_last_view(scale), channels_last_view(heat), params)
+    assert len(expected) > 0
+    for name in ("boxes", "scores", "landmarks", "proposals", "proposal_scores"):
+        np.testing.assert_array_equal(getattr(found, name), getattr(expected, name), err_msg=name)
