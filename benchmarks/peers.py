@@ -20,8 +20,7 @@ import argparse
 import json
 import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +32,9 @@ from kpnet_edge.data.wider import load_wider
 from kpnet_edge.datapaths import data_root
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.evaluation.detection import evaluate_detections, thin_curves
-from kpnet_edge.evaluation.devsets import DEV_SET_NAMES, evaluate_on_dev_sets, load_dev_set
+from kpnet_edge.evaluation.devsets import DEV_SET_NAMES, evaluate_on_dev_sets, load_dev_set, run_detector
 from kpnet_edge.evaluation.landmarks import evaluate_landmarks
 from kpnet_edge.evaluation.table import format_table, percent
-from kpnet_edge.imageio import read_image
 from kpnet_edge.teacher import YuNetTeacher
 
 Detector = Callable[[np.ndarray], list[dict]]
@@ -196,24 +194,6 @@ def upscaled(detect: Detector, size: int) -> Detector:
         return _rescale(faces, width / size, height / size)
 
     return run
-
-
-def run_detector(detect: Detector, paths: Sequence[Path]) -> tuple[list[dict], list[float]]:
-    """Detect-JSON records for each image and the milliseconds each detect call took.
-
-    One untimed warm-up call first, so lazy initialisation is not counted.
-    """
-    records, times = [], []
-    for index, path in enumerate(paths):
-        image = read_image(path)
-        if index == 0:
-            detect(image)
-        start = time.perf_counter()
-        faces = detect(image)
-        times.append(1000 * (time.perf_counter() - start))
-        height, width = image.shape[:2]
-        records.append({"image": str(path), "width": width, "height": height, "faces": faces})
-    return records, times
 
 
 def benchmark(peer: Peer, data: Path, limit: int | None) -> dict:

@@ -63,18 +63,22 @@ def load_dev_set(name: str, data: Path, limit: int | None = None, splits_dir: Pa
     raise ValueError(f"unknown dev set {name!r}; known: {DEV_SET_NAMES}")
 
 
-def run_detector(detect: Detector, records: Sequence[AnnotatedImage]) -> tuple[list[dict], list[float]]:
-    """Detect-JSON records for each image and the milliseconds each call took (one warm-up first)."""
+def run_detector(detect: Detector, paths: Sequence[Path]) -> tuple[list[dict], list[float]]:
+    """Detect-JSON records for each image and the milliseconds each detect call took.
+
+    One untimed warm-up call first, so lazy initialisation is not counted. Takes image paths, not
+    dev-set records, so benchmarks/peers.py times its MTFL crops through this same loop.
+    """
     predictions, times = [], []
-    for index, record in enumerate(records):
-        image = read_image(record.path)
+    for index, path in enumerate(paths):
+        image = read_image(path)
         if index == 0:
             detect(image)
         start = time.perf_counter()
         faces = detect(image)
         times.append(1000 * (time.perf_counter() - start))
-        predictions.append({"image": str(record.path), "width": image.shape[1],
-                            "height": image.shape[0], "faces": faces})
+        height, width = image.shape[:2]
+        predictions.append({"image": str(path), "width": width, "height": height, "faces": faces})
     return predictions, times
 
 
@@ -128,7 +132,7 @@ def evaluate_on_dev_sets(detect: Detector, dev_sets: Sequence[DevSet], operating
     """{dev set name: figures + "median_ms"} for one detector."""
     results = {}
     for dev in dev_sets:
-        predictions, times = run_detector(detect, dev.records)
+        predictions, times = run_detector(detect, [record.path for record in dev.records])
         results[dev.name] = {**score_dev_set(dev, predictions, operating_score),
                              "median_ms": float(np.median(times)) if times else None}
     return results
