@@ -35,7 +35,7 @@ from kpnet_edge.evaluation.detection import evaluate_detections, thin_curves
 from kpnet_edge.evaluation.devsets import DEV_SET_NAMES, evaluate_on_dev_sets, load_dev_set, run_detector
 from kpnet_edge.evaluation.landmarks import evaluate_landmarks
 from kpnet_edge.evaluation.table import format_table, percent
-from kpnet_edge.teacher import YuNetTeacher
+from kpnet_edge.teacher import TeacherFaces, YuNetTeacher
 
 Detector = Callable[[np.ndarray], list[dict]]
 """BGR uint8 image (H, W, 3) -> faces [{"box": [x1, y1, x2, y2], "score", "landmarks"?}]."""
@@ -129,39 +129,31 @@ def haar(data: Path) -> Detector:  # noqa: ARG001 - the cascade ships with OpenC
 def yunet(folder: Path, variant: str) -> Detector:
     """YuNet with the smallest fixed-size model the image fits in, padded bottom-right with black.
 
-    Images larger than the largest model are shrunk to fit and the outputs mapped back.
+    Images larger than the largest model are shrunk to fit (never enlarged), through
+    kpnet_edge.teacher.YuNetTeacher. The outputs are mapped back with _rescale's pixel-centre
+    convention, not the teacher's plain scaling, as this benchmark always has.
     """
-    models = {}
-    for size in YUNET_SIZES:
-        path = folder / f"yunet_{variant}_{size}_{size}.onnx"
-        if not path.is_file():
-            raise KpnetError(f"{path}: no such file")
-        models[size] = cv2.FaceDetectorYN.create(
-            str(path), "", (size, size),
-            score_threshold=YUNET_SCORE_THRESHOLD, nms_threshold=0.3, top_k=5000,
-        )
+    teachers = {size: yunet_teacher(folder, variant, size) for size in YUNET_SIZES}
 
     def detect(image: np.ndarray) -> list[dict]:
         height, width = image.shape[:2]
         size = next((s for s in YUNET_SIZES if max(height, width) <= s), YUNET_SIZES[-1])
-        scale = min(1.0, size / max(height, width))
-        if scale < 1.0:
-            shrunk = (round(width * scale), round(height * scale))
-            image = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
-        canvas = np.zeros((size, size, 3), dtype=np.uint8)
-        canvas[: image.shape[0], : image.shape[1]] = image
-        _, rows = models[size].detect(canvas)
-        # Row layout: x, y, w, h, 5 landmarks (x, y) in our order (image-left eye first), score.
-        rows = np.zeros((0, 15)) if rows is None else rows.astype(np.float64)
-        boxes = np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:4]], axis=1)
-        landmarks = rows[:, 4:14].reshape(-1, 5, 2)
-        faces = [
-            {"box": box.tolist(), "score": float(score), "landmarks": points.tolist()}
-            for box, points, score in zip(boxes, landmarks, rows[:, 14])
-        ]
-        return _rescale(faces, width / image.shape[1], height / image.shape[0])
+        faces, (resized_width, resized_height) = teachers[size].detect_resized(image)
+        return _rescale(face_dicts(faces), width / resized_width, height / resized_height)
 
     return detect
+
+
+def yunet_teacher(folder: Path, variant: str, size: int) -> YuNetTeacher:
+    """YuNet-<variant> of fixed input size x size at YUNET_SCORE_THRESHOLD, never enlarging images."""
+    path = folder / f"yunet_{variant}_{size}_{size}.onnx"
+    return YuNetTeacher(path, size, YUNET_SCORE_THRESHOLD, enlarge=False)
+
+
+def face_dicts(faces: TeacherFaces) -> list[dict]:
+    """A teacher's faces as detect-JSON faces (box, score, landmarks)."""
+    return [{"box": box.tolist(), "score": float(score), "landmarks": points.tolist()}
+            for box, points, score in zip(faces.boxes, faces.landmarks, faces.scores)]
 
 
 KPNET_PARAMS = {"proposal_threshold": 0.05, "score_threshold": 0.02}
@@ -259,15 +251,8 @@ class DevPeer:
 def yunet_fixed(data: Path, variant: str, size: int) -> Detector:
     """YuNet-<variant> with its fixed size x size input: images larger than it are shrunk to fit,
     smaller ones padded (never enlarged, as an application would run it)."""
-    teacher = YuNetTeacher(data / "peers" / "yunet" / f"yunet_{variant}_{size}_{size}.onnx", size,
-                           YUNET_SCORE_THRESHOLD, enlarge=False)
-
-    def detect(image: np.ndarray) -> list[dict]:
-        faces = teacher.detect(image)
-        return [{"box": box.tolist(), "score": float(score), "landmarks": points.tolist()}
-                for box, points, score in zip(faces.boxes, faces.landmarks, faces.scores)]
-
-    return detect
+    teacher = yunet_teacher(data / "peers" / "yunet", variant, size)
+    return lambda image: face_dicts(teacher.detect(image))
 
 
 def kpnet_sized(weights: Path | None, input_size: int) -> Detector:

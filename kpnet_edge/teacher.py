@@ -59,7 +59,22 @@ class YuNetTeacher:
         self.name = f"{model_path.stem}@{input_size}"
 
     def detect(self, image: np.ndarray) -> TeacherFaces:
-        """Faces in a BGR uint8 image (H, W, 3)."""
+        """Faces in a BGR uint8 image (H, W, 3), in its pixels."""
+        faces, (resized_width, resized_height) = self.detect_resized(image)
+        height, width = image.shape[:2]
+        factor = np.array([width / resized_width, height / resized_height])
+        return TeacherFaces(
+            boxes=faces.boxes * np.tile(factor, 2),
+            landmarks=faces.landmarks * factor,
+            scores=faces.scores,
+        )
+
+    def detect_resized(self, image: np.ndarray) -> tuple[TeacherFaces, tuple[int, int]]:
+        """Faces in the pixels of the image as resized into the input, and that (width, height).
+
+        `detect` maps them back by plain scaling; benchmarks/peers.py maps them back with its own
+        pixel-centre convention, so both run YuNet through this one resize-and-pad path.
+        """
         height, width = image.shape[:2]
         scale = self.input_size / max(height, width)
         if not self.enlarge:
@@ -70,16 +85,15 @@ class YuNetTeacher:
         canvas[: size[1], : size[0]] = cv2.resize(image, size, interpolation=interpolation)
         _, rows = self._detector.detect(canvas)
         if rows is None:
-            return TeacherFaces.empty()
+            return TeacherFaces.empty(), size
         # Row layout: x, y, w, h, 5 landmarks (x, y) in our order (image-left eye first), score.
         rows = rows.astype(np.float64)
-        factor = np.array([width / size[0], height / size[1]])
-        corners = np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:4]], axis=1)
-        return TeacherFaces(
-            boxes=corners * np.tile(factor, 2),
-            landmarks=rows[:, 4:14].reshape(-1, config.NUM_LANDMARKS, 2) * factor,
+        faces = TeacherFaces(
+            boxes=np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:4]], axis=1),
+            landmarks=rows[:, 4:14].reshape(-1, config.NUM_LANDMARKS, 2),
             scores=rows[:, 14],
         )
+        return faces, size
 
 
 @dataclass(frozen=True)
