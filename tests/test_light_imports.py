@@ -20,6 +20,7 @@ ON_DEVICE = (
     "kpnet_edge.geometry",
     "kpnet_edge.imageio",
     "kpnet_edge.detector",
+    "kpnet_edge.read_ahead",
     "kpnet_edge.drawing",
     "kpnet_edge.runtimes.base",
     "kpnet_edge.runtimes.tensors",

@@ -27,6 +27,7 @@ from kpnet_edge.errors import KpnetError
 from kpnet_edge.imageio import (DamagedImageWarning, count_frames, is_video, list_images, read_image,
                                 read_video_frames)
 from kpnet_edge.postprocess import PostprocessParams
+from kpnet_edge.read_ahead import read_ahead
 from kpnet_edge.runtimes.registry import RUNTIME_NAMES, SHIPPED_MODELS
 
 if TYPE_CHECKING:
@@ -70,6 +71,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                              "a larger canvas finds smaller faces for (N / 256)^2 the model's work")
     parser.add_argument("--batch", type=int,
                         help=f"images per model call (default: {STREAM_BATCH} for folders and videos, else 1)")
+    parser.add_argument("--read-ahead", type=int, metavar="N",
+                        help="images decoded ahead in a background thread while the model runs (default: "
+                             f"2 batches for folders and videos, so {2 * STREAM_BATCH}; 0: decode in turn)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="ray: spread a folder or a .txt list of images over Ray actors "
                              "(needs kpnet-edge[scale]; see README, 'Many images on a Ray cluster')")
@@ -99,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch if args.batch is not None else (STREAM_BATCH if stream else 1)
     if batch < 1:
         raise KpnetError(f"--batch must be at least 1, got {batch}")
+    depth = args.read_ahead if args.read_ahead is not None else (2 * batch if stream else 0)
+    if depth < 0:
+        raise KpnetError(f"--read-ahead must be 0 or more, got {depth}")
     _check_outputs(args)
     if args.engine == "ray":
         from kpnet_edge.scale.detect_command import run_on_ray  # Ray is imported only here
@@ -111,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     pending: deque[tuple[Item, np.ndarray]] = deque()
 
     def readable() -> Iterator[np.ndarray]:
-        for item in inputs:
-            image, warned, error = _try_read(item.read)
+        for item, (image, warned, error) in read_ahead(inputs, lambda item: _try_read(item.read), depth):
             if error is not None and not stream:
                 raise error  # the only input: nothing to go on with
             for message in warned + ([f"skipped {error}"] if error is not None else []):
