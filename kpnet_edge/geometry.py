@@ -72,16 +72,25 @@ def fit_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 def boxes_from_landmarks(landmarks: np.ndarray, template: FaceTemplate) -> np.ndarray:
     """Boxes (N, 4) [x1, y1, x2, y2] inferred from landmarks (N, K, 2).
 
-    The template box is mapped through each face's similarity transform and the axis-aligned box
-    around its four mapped corners is returned, so rotated faces get boxes that contain them.
+    The template box is mapped through each face's similarity transform (template_box_hulls), so
+    rotated faces get boxes that contain them.
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
     if landmarks.ndim != 3 or landmarks.shape[1:] != (config.NUM_LANDMARKS, 2):
         raise ValueError(f"landmarks must be (N, {config.NUM_LANDMARKS}, 2), got {landmarks.shape}")
     if landmarks.shape[0] == 0:
         return np.zeros((0, 4), dtype=np.float64)
-    matrices = fit_similarity(template.landmarks, landmarks)
-    x1, y1, x2, y2 = template.box
+    return template_box_hulls(fit_similarity(template.landmarks, landmarks), template.box)
+
+
+def template_box_hulls(matrices: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Boxes (N, 4) [x1, y1, x2, y2]: the axis-aligned box around the template box's four corners
+    mapped through each similarity (N, 2, 3), so a rotated face's box still contains it.
+
+    Shared by every landmark set a template is fitted to (five points here, Caltech's four in
+    kpnet_edge/data/caltech.py), so all boxes follow one convention.
+    """
+    x1, y1, x2, y2 = box
     corners = np.array([[x1, y1, 1.0], [x2, y1, 1.0], [x2, y2, 1.0], [x1, y2, 1.0]])
     mapped = np.einsum("nij,cj->nci", matrices, corners)  # (N, 4, 2)
     return np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1)

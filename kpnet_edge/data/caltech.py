@@ -18,7 +18,7 @@ from kpnet_edge import config
 from kpnet_edge.data.fields import parse_number
 from kpnet_edge.data.records import AnnotatedImage
 from kpnet_edge.errors import KpnetError
-from kpnet_edge.geometry import FaceTemplate, fit_similarity
+from kpnet_edge.geometry import FaceTemplate, fit_similarity, template_box_hulls
 from kpnet_edge.imageio import IMAGE_SUFFIXES, list_images
 
 _FIELDS = 9
@@ -82,14 +82,15 @@ def four_point_template(template: FaceTemplate) -> np.ndarray:
 
 
 def boxes_from_four_points(points: np.ndarray, template: FaceTemplate) -> np.ndarray:
-    """Template boxes (N, 4) for faces given by eyes, nose and mouth centre (N, 4, 2)."""
+    """Template boxes (N, 4) for faces given by eyes, nose and mouth centre (N, 4, 2).
+
+    Not geometry.boxes_from_landmarks: the similarity is fitted to these four points (the
+    template's mouth centre being the mean of its corners), not to five; only the mapping of the
+    template box through it is shared.
+    """
     if len(points) == 0:
         return np.zeros((0, 4))
-    matrices = fit_similarity(four_point_template(template), points)
-    x1, y1, x2, y2 = template.box
-    corners = np.array([[x1, y1, 1.0], [x2, y1, 1.0], [x2, y2, 1.0], [x1, y2, 1.0]])
-    mapped = np.einsum("nij,cj->nci", matrices, corners)
-    return np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1)
+    return template_box_hulls(fit_similarity(four_point_template(template), points), template.box)
 
 
 def _record(path: Path, faces: np.ndarray, template: FaceTemplate) -> AnnotatedImage:
