@@ -50,17 +50,21 @@ def load_dev_set(name: str, data: Path, limit: int | None = None, splits_dir: Pa
         return DevSet(name, records[:limit], "boxes", "WIDER-val-200-dev@416")
     if name == "face_mask":
         root = data / "face_mask"
-        held_out = read_split(splits_dir / "face_mask_val.txt")
-        records = [r for r in load_voc(root / "annotations", root / "images")
-                   if relative_name(r.path, root / "images") in held_out]
+        records = _held_out(load_voc, root / "annotations", root / "images", splits_dir / "face_mask_val.txt")
         return DevSet(name, records[:limit], "boxes", "face-mask validation split")
     if name == "caltech":
         root = data / "caltech_webfaces"
-        held_out = read_split(splits_dir / "caltech_val.txt")
-        records = [r for r in load_caltech(root / "ground_truth.txt", root / "images")
-                   if relative_name(r.path, root / "images") in held_out]
+        records = _held_out(load_caltech, root / "ground_truth.txt", root / "images", splits_dir / "caltech_val.txt")
         return DevSet(name, records[:limit], "points", "Caltech Web Faces validation split")
     raise ValueError(f"unknown dev set {name!r}; known: {DEV_SET_NAMES}")
+
+
+def _held_out(load: Callable[[Path, Path], list[AnnotatedImage]], labels: Path, images: Path,
+              split_list: Path) -> list[AnnotatedImage]:
+    """The records load(labels, images) gives for the images named in split_list (relative to
+    images): a training source's held-out validation split, in the loader's order."""
+    held_out = read_split(split_list)
+    return [record for record in load(labels, images) if relative_name(record.path, images) in held_out]
 
 
 def run_detector(detect: Detector, paths: Sequence[Path]) -> tuple[list[dict], list[float]]:
