@@ -316,20 +316,14 @@ def dev_main(args: argparse.Namespace) -> int:
     except KpnetError as error:
         print(f"peers: error: {error}", file=sys.stderr)
         return 2
-    table = dev_table(results)
-    print(table)
     settings = {
         "sets": {dev.name: f"{dev.description}, {len(dev.records)} images" for dev in dev_sets},
         "weights": str(args.weights) if args.weights else "shipped",
-        "limit": args.limit, "opencv": cv2.__version__, "threads": args.threads,
-        "yunet_score_threshold": YUNET_SCORE_THRESHOLD,
+        **run_settings(args, threads_key="threads"),
         "operating_scores": {"yunet": YUNET_OPERATING_SCORE, "kpnet": KPNET_OPERATING_SCORE},
     }
     out = args.out if args.out != DEFAULT_OUT else DEFAULT_OUT.with_name("peers_dev.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": settings, "table": table, "results": results}, indent=1))
-    print(f"results written to {out}")
-    return 0
+    return publish(dev_table(results), settings, results, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,20 +360,33 @@ def main(argv: list[str] | None = None) -> int:
     except KpnetError as error:
         print(f"peers: error: {error}", file=sys.stderr)
         return 2
-    table = summary_table(results)
-    print(table)
     settings = {
         "wider": "WIDER-val-200-dev@416 (not a WIDER FACE score)",
-        "limit": args.limit,
-        "opencv": cv2.__version__,
-        "opencv_threads": args.threads,
-        "yunet_score_threshold": YUNET_SCORE_THRESHOLD,
+        **run_settings(args, threads_key="opencv_threads"),
         "mtfl_upscaled_to": MTFL_SIZE,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"settings": settings, "table": table, "results": results}
-    args.out.write_text(json.dumps(report, indent=1))
-    print(f"results written to {args.out}")
+    return publish(summary_table(results), settings, results, args.out)
+
+
+def run_settings(args: argparse.Namespace, threads_key: str) -> dict:
+    """The settings both tables record: --limit, OpenCV's version and threads, YuNet's threshold.
+
+    threads_key names the threads as each results file always has ("opencv_threads" in
+    peers.json, "threads" in peers_dev.json), so stored files and new ones read alike.
+    """
+    return {"limit": args.limit, "opencv": cv2.__version__, threads_key: args.threads,
+            "yunet_score_threshold": YUNET_SCORE_THRESHOLD}
+
+
+def publish(table: str, settings: dict, results: dict, out: Path) -> int:
+    """Print the table, write {"settings", "table", "results"} to out as JSON and say where.
+
+    Returns the exit code, 0.
+    """
+    print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": settings, "table": table, "results": results}, indent=1))
+    print(f"results written to {out}")
     return 0
 
 
