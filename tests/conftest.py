@@ -51,6 +51,25 @@ def yunet_dir() -> Path:
     return _require("peers/yunet")
 
 
+def write_images(root: Path, *names: str, size: int = 64) -> Path:
+    """Flat grey size x size images at root/name (folders made as needed), for loader tests that
+    need the files to exist but not to show anything; returns root."""
+    import cv2
+    import numpy as np
+
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.full((size, size, 3), 90, dtype=np.uint8))
+    return root
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write text to path and return path, so a label file is made where it is passed."""
+    path.write_text(text)
+    return path
+
+
 TINY_BATCH = 2
 """Fixed-batch files of the shared conversion are made for this batch too."""
 

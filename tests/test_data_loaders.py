@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -13,23 +12,13 @@ from kpnet_edge.data.retinaface import load_retinaface_labels
 from kpnet_edge.data.wider import load_wider
 from kpnet_edge.errors import KpnetError
 
-
-def _images(root: Path, *names: str) -> Path:
-    for name in names:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), np.full((8, 8, 3), 90, dtype=np.uint8))
-    return root
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
+from conftest import write_images, write_text
 
 
 @pytest.fixture
 def image_root(tmp_path: Path) -> Path:
-    return _images(tmp_path / "images", "0--Parade/a.jpg", "0--Parade/b.jpg", "1--Handshaking/c.jpg")
+    return write_images(tmp_path / "images", "0--Parade/a.jpg", "0--Parade/b.jpg", "1--Handshaking/c.jpg",
+                        size=8)
 
 
 WIDER_GOOD = """\
@@ -47,7 +36,7 @@ WIDER_GOOD = """\
 
 
 def test_wider_boxes_ignore_flags_and_empty_images(tmp_path: Path, image_root: Path) -> None:
-    records = load_wider(_write(tmp_path / "gt.txt", WIDER_GOOD), image_root)
+    records = load_wider(write_text(tmp_path / "gt.txt", WIDER_GOOD), image_root)
     names = ["0--Parade/a.jpg", "0--Parade/b.jpg", "1--Handshaking/c.jpg"]
     assert [r.path for r in records] == [image_root / name for name in names]
     np.testing.assert_allclose(records[0].boxes, [[10, 20, 40, 60], [5, 5, 5, 13]])
@@ -60,7 +49,7 @@ def test_wider_boxes_ignore_flags_and_empty_images(tmp_path: Path, image_root: P
 
 def test_wider_zero_count_without_placeholder_line(tmp_path: Path, image_root: Path) -> None:
     text = "0--Parade/b.jpg\n0\n0--Parade/a.jpg\n1\n1 1 4 4 0 0 0 0 0 0\n"
-    records = load_wider(_write(tmp_path / "gt.txt", text), image_root)
+    records = load_wider(write_text(tmp_path / "gt.txt", text), image_root)
     assert [len(r.boxes) for r in records] == [0, 1]
 
 
@@ -84,7 +73,7 @@ def test_wider_zero_count_without_placeholder_line(tmp_path: Path, image_root: P
 def test_wider_malformed_lines_name_file_and_line(
     tmp_path: Path, image_root: Path, text: str, line: int, words: str
 ) -> None:
-    gt = _write(tmp_path / "gt.txt", text)
+    gt = write_text(tmp_path / "gt.txt", text)
     with pytest.raises(KpnetError) as error:
         load_wider(gt, image_root)
     assert str(error.value).startswith(f"{gt}:{line}: "), str(error.value)
@@ -95,7 +84,7 @@ def test_wider_unreadable_or_empty_file(tmp_path: Path, image_root: Path) -> Non
     with pytest.raises(KpnetError, match="cannot read"):
         load_wider(tmp_path / "absent.txt", image_root)
     with pytest.raises(KpnetError, match="no images listed"):
-        load_wider(_write(tmp_path / "gt.txt", "\n\n"), image_root)
+        load_wider(write_text(tmp_path / "gt.txt", "\n\n"), image_root)
 
 
 RETINA_GOOD = """\
@@ -110,7 +99,7 @@ RETINA_GOOD = """\
 
 
 def test_retinaface_boxes_landmarks_and_absent_points(tmp_path: Path, image_root: Path) -> None:
-    records = load_retinaface_labels(_write(tmp_path / "label.txt", RETINA_GOOD), image_root)
+    records = load_retinaface_labels(write_text(tmp_path / "label.txt", RETINA_GOOD), image_root)
     assert [r.path.name for r in records] == ["a.jpg", "b.jpg", "c.jpg"]
     first = records[0]
     np.testing.assert_allclose(first.boxes, [[449, 330, 571, 479], [78, 221, 85, 229]])
@@ -124,7 +113,7 @@ def test_retinaface_boxes_landmarks_and_absent_points(tmp_path: Path, image_root
 
 def test_retinaface_single_absent_point_is_nan_others_kept(tmp_path: Path, image_root: Path) -> None:
     text = "# 0--Parade/a.jpg\n0 0 10 10 1 2 0 -1 -1 -1 5 6 0 7 8 0 9 9 0 0.5\n"
-    landmarks = load_retinaface_labels(_write(tmp_path / "l.txt", text), image_root)[0].landmarks[0]
+    landmarks = load_retinaface_labels(write_text(tmp_path / "l.txt", text), image_root)[0].landmarks[0]
     assert np.isnan(landmarks[1]).all()
     np.testing.assert_allclose(landmarks[[0, 2, 3, 4]], [[1, 2], [5, 6], [7, 8], [9, 9]])
 
@@ -143,7 +132,7 @@ def test_retinaface_single_absent_point_is_nan_others_kept(tmp_path: Path, image
 def test_retinaface_malformed_lines_name_file_and_line(
     tmp_path: Path, image_root: Path, text: str, line: int, words: str
 ) -> None:
-    labels = _write(tmp_path / "label.txt", text)
+    labels = write_text(tmp_path / "label.txt", text)
     with pytest.raises(KpnetError) as error:
         load_retinaface_labels(labels, image_root)
     assert str(error.value).startswith(f"{labels}:{line}: "), str(error.value)
@@ -152,7 +141,7 @@ def test_retinaface_malformed_lines_name_file_and_line(
 
 def test_retinaface_file_without_headers(tmp_path: Path, image_root: Path) -> None:
     with pytest.raises(KpnetError, match="no '# path' headers"):
-        load_retinaface_labels(_write(tmp_path / "label.txt", ""), image_root)
+        load_retinaface_labels(write_text(tmp_path / "label.txt", ""), image_root)
 
 
 def test_folder_lists_images_without_faces(tmp_path: Path, image_root: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -17,18 +16,7 @@ from kpnet_edge.data.voc import load_voc
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.teacher import MergeRules, TeacherFaces, merge_teacher_labels
 
-
-def _images(root: Path, *names: str) -> Path:
-    for name in names:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), np.full((64, 64, 3), 90, dtype=np.uint8))
-    return root
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
+from conftest import write_images, write_text
 
 
 # ---------------------------------------------------------------------------------------------- Caltech
@@ -41,8 +29,8 @@ b.jpg 10 10 20 10 15 15 15 20
 
 
 def test_caltech_keeps_four_points_and_fits_template_boxes(tmp_path: Path) -> None:
-    root = _images(tmp_path / "img", "a.jpg", "b.jpg", "c.jpg")
-    records = load_caltech(_write(tmp_path / "gt.txt", CALTECH), root)
+    root = write_images(tmp_path / "img", "a.jpg", "b.jpg", "c.jpg")
+    records = load_caltech(write_text(tmp_path / "gt.txt", CALTECH), root)
     assert [r.path.name for r in records] == ["a.jpg", "b.jpg"]
     first = records[0]
     np.testing.assert_allclose(first.landmarks[0, :3], [[20, 30], [40, 30], [30, 40]])
@@ -65,8 +53,8 @@ def test_caltech_keeps_four_points_and_fits_template_boxes(tmp_path: Path) -> No
     ("a.jpg 1 2 1 2 5 6 7 8", "both eyes at the same point"),
 ])
 def test_caltech_malformed_lines_name_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
-    root = _images(tmp_path / "img", "a.jpg")
-    gt = _write(tmp_path / "gt.txt", "a.jpg 1 2 3 4 5 6 7 8\n" + line + "\n")
+    root = write_images(tmp_path / "img", "a.jpg")
+    gt = write_text(tmp_path / "gt.txt", "a.jpg 1 2 3 4 5 6 7 8\n" + line + "\n")
     with pytest.raises(KpnetError, match=rf"gt.txt:2: .*{problem}"):
         load_caltech(gt, root)
 
@@ -84,12 +72,12 @@ def _object(name: str, box: tuple, difficult: int = 0) -> str:
 
 
 def test_voc_boxes_classes_and_difficult(tmp_path: Path) -> None:
-    root = _images(tmp_path / "img", "a.jpg", "b.jpg")
+    root = write_images(tmp_path / "img", "a.jpg", "b.jpg")
     notes = tmp_path / "ann"
     notes.mkdir()
-    _write(notes / "a.xml", _voc("a.jpg", _object("mask", (1, 2, 11, 22)) + _object("car", (0, 0, 5, 5))
-                                 + _object("face", (3, 4, 13, 14), difficult=1)))
-    _write(notes / "b.xml", _voc("b.jpg", ""))
+    write_text(notes / "a.xml", _voc("a.jpg", _object("mask", (1, 2, 11, 22)) + _object("car", (0, 0, 5, 5))
+                                      + _object("face", (3, 4, 13, 14), difficult=1)))
+    write_text(notes / "b.xml", _voc("b.jpg", ""))
     records = load_voc(notes, root, face_classes={"mask", "face"}, skip_classes={"car"})
     np.testing.assert_allclose(records[0].boxes, [[1, 2, 11, 22], [3, 4, 13, 14]])
     assert records[0].labels == ["mask", "face"] and records[0].ignore.tolist() == [False, True]
@@ -107,10 +95,10 @@ def test_voc_boxes_classes_and_difficult(tmp_path: Path) -> None:
     ("<other/>", "root element is <other>"),
 ])
 def test_voc_malformed_files_name_file_and_element(tmp_path: Path, text: str, problem: str) -> None:
-    root = _images(tmp_path / "img", "a.jpg")
+    root = write_images(tmp_path / "img", "a.jpg")
     notes = tmp_path / "ann"
     notes.mkdir()
-    _write(notes / "a.xml", text)
+    write_text(notes / "a.xml", text)
     with pytest.raises(KpnetError, match=rf"a.xml: .*{problem}"):
         load_voc(notes, root)
 
@@ -118,7 +106,7 @@ def test_voc_malformed_files_name_file_and_element(tmp_path: Path, text: str, pr
 # ---------------------------------------------------------------------------------------------- label.txt
 
 def test_label_file_round_trip_keeps_guesses_scores_and_doubt(tmp_path: Path) -> None:
-    root = _images(tmp_path / "img", "x/a.jpg")
+    root = write_images(tmp_path / "img", "x/a.jpg")
     points = np.arange(20, dtype=float).reshape(2, 5, 2) + 10
     points[1, 4] = np.nan
     record = AnnotatedImage(
@@ -197,7 +185,7 @@ def test_merge_never_adds_a_second_positive_inside_a_human_box() -> None:
 
 def test_validation_split_is_fixed_and_checked(tmp_path: Path) -> None:
     names = [f"{i:03d}.jpg" for i in range(60)]
-    root = _images(tmp_path / "img", *names)
+    root = write_images(tmp_path / "img", *names)
     records = [AnnotatedImage(path=root / name, boxes=[]) for name in names]
     train, validation = split_records(records, root, 0.2)
     assert 4 <= len(validation) <= 20 and len(train) + len(validation) == 60
