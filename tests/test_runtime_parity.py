@@ -129,6 +129,17 @@ def test_fp32_backend_gives_pytorch_maps(backend, precision, batch, artifacts, r
         assert error <= FLOAT_MAX_ABS_LOGIT, f"{backend} {runtime.entry.file} {name}: max |diff| {error:.3g}"
 
 
+@pytest.mark.parametrize("backend,precision", [("openvino", "fp32"), ("openvino", "int8"), ("tflite", "int8")])
+def test_channels_last_outputs_reach_the_post_processor_as_views(backend, precision, artifacts, reference):
+    """OpenVINO writes NHWC outputs (an NCHW reorder after every inference cost it more than its
+    INT8 convolutions) and TFLite has no other; the runtime hands them on as NCHW views, no copy."""
+    canvases, _, _ = reference
+    runtime = open_runtime(artifacts, backend, precision)
+    assert [t.layout for t in runtime.entry.outputs] == ["NHWC", "NHWC"]
+    for maps in runtime.run(canvases[:1]):
+        assert maps.transpose(0, 2, 3, 1).flags.c_contiguous, f"{runtime.entry.file}: {maps.strides}"
+
+
 @pytest.mark.parametrize("backend,precision", FLOAT)
 def test_fp32_backend_gives_pytorch_faces(backend, precision, artifacts, reference, images):
     _, _, expected = reference

@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 
 TOOLS = ("onnx", "onnxscript", "onnxslim", "openvino", "nncf")
 
+OUTPUT_LAYOUT = "NHWC"
+"""Layout of the IR's outputs (the input stays NCHW float). OpenVINO's CPU plugin computes
+DRNet's maps channels-last; NCHW outputs made it reorder the 60-channel scale map after every
+inference, which took 39 % of the FP32 model's time and more than all INT8 convolutions together
+(benchmarks/results/layer_profile.md). The runtime hands NHWC maps on as views and the
+post-processor reads them in place."""
+
 
 def export(target: Target, job: Job, batch: int) -> Path:
     """Write job.staging/<target file> (.xml + .bin); other batches reshape the batch-1 IR."""
@@ -32,8 +39,21 @@ def export(target: Target, job: Job, batch: int) -> Path:
     model = ov.convert_model(job.onnx_file())
     if target.quantized:
         model = quantize(model, job)
-    ov.save_model(model, path, compress_to_fp16=target.precision == "fp16")
+    ov.save_model(channels_last_outputs(model), path, compress_to_fp16=target.precision == "fp16")
     return path
+
+
+def channels_last_outputs(model: ov.Model) -> ov.Model:
+    """The model with OUTPUT_LAYOUT outputs: a transpose after each head, which the CPU plugin
+    folds into the layout it computes in (see OUTPUT_LAYOUT)."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    steps = PrePostProcessor(model)
+    for name in config.OUTPUT_NAMES:
+        steps.output(name).tensor().set_layout(ov.Layout(OUTPUT_LAYOUT))
+        steps.output(name).model().set_layout(ov.Layout("NCHW"))
+    return steps.build()
 
 
 def quantize(model: ov.Model, job: Job) -> ov.Model:
@@ -86,16 +106,16 @@ def describe(path: Path) -> dict[str, object]:
 
     model = ov.Core().read_model(str(path))
 
-    def info(port: Any) -> dict[str, object]:
+    def info(port: Any, layout: str) -> dict[str, object]:
         return {
             "name": port.get_any_name(),
             "shape": [int(d) for d in port.get_shape()],
             "dtype": port.get_element_type().to_dtype().name,
-            "layout": "NCHW",
+            "layout": layout,
         }
 
     return {
-        "input": info(model.input(0)),
-        "outputs": [info(port) for port in model.outputs],
+        "input": info(model.input(0), "NCHW"),
+        "outputs": [info(port, OUTPUT_LAYOUT) for port in model.outputs],
         "extra_files": [path.with_suffix(".bin").name],
     }
