@@ -48,9 +48,9 @@ def frames(entry: ModelEntry, count: int) -> list[np.ndarray]:
 def profile_openvino(folder: Path, entry: ModelEntry, inputs: list[np.ndarray], threads: int) -> Layers:
     import openvino as ov
 
-    properties = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-    if entry.precision == "fp32":
-        properties["INFERENCE_PRECISION_HINT"] = "f32"  # as the adapter runs it (else bf16 where the CPU has it)
+    # f32 as the adapter runs every file by default (OpenVINO would pick bf16 where the CPU has it).
+    properties = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+                  "INFERENCE_PRECISION_HINT": "f32"}
     request = ov.Core().compile_model(str(folder / entry.file), "CPU", properties).create_infer_request()
     request.infer({0: inputs[0]})  # warm-up: first-run allocations are not the model's cost
     layers: Layers = {}

@@ -165,7 +165,7 @@ def main() -> None:
         "cases": cases,
         "repeats": args.repeats,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"load average {load[0]:.1f} at the end (shared with training jobs)",
+                   f"load average {load[0]:.1f} at the end",
         "numpy": np.__version__,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
