@@ -91,7 +91,10 @@ class DRNet(nn.Module):
         up4 = F.interpolate(self.reduce8(s8), scale_factor=2.0, mode="nearest") + s4
         up2 = F.interpolate(self.fuse4(up4), scale_factor=2.0, mode="nearest")
         features = self.fuse2(torch.cat([up2, s2], dim=1))
-        return self.scale_head(features), self.landmark_head(features)
+        scale_logits = self.scale_head(features)
+        if not self.training:  # config.SCALE_LOGIT_FLOOR; the loss keeps its gradients
+            scale_logits = scale_logits.clamp(min=config.SCALE_LOGIT_FLOOR)
+        return scale_logits, self.landmark_head(features)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -54,3 +54,31 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(KpnetError, match=r"junk\.pt: not a loadable PyTorch checkpoint"):
         load_drnet(tmp_path / "junk.pt")
+
+
+def test_scale_logits_are_floored_at_inference_but_not_in_training():
+    """config.SCALE_LOGIT_FLOOR: background logits below it only widen an INT8 output's range."""
+    model = DRNet(stem=8, mid=8, deep=8, head=8)
+    torch.nn.init.constant_(model.scale_head.bias, -50.0)
+    torch.nn.init.zeros_(model.scale_head.weight)
+    pixels = torch.rand(2, 3, 32, 32) * 255
+    with torch.no_grad():
+        floored, _ = model.eval()(pixels)
+        raw, _ = model.train()(pixels)
+    assert torch.all(floored == config.SCALE_LOGIT_FLOOR)
+    assert torch.allclose(raw, torch.full_like(raw, -50.0))
+
+
+def test_keras_mirror_floors_the_scale_logits_as_drnet_does():
+    pytest.importorskip("tensorflow")
+    from kpnet_edge.converters.keras_drnet import build_keras_drnet
+
+    model = DRNet(stem=8, mid=8, deep=8, head=8).eval()
+    with torch.no_grad():
+        model.scale_head.bias[:30] = -50.0  # half the bins far below the floor, half near zero
+    pixels = torch.rand(1, 3, 32, 32) * 255
+    with torch.no_grad():
+        expected = model(pixels)[0].numpy().transpose(0, 2, 3, 1)
+    keras_scale = build_keras_drnet(model, 1, 32)(pixels.numpy().transpose(0, 2, 3, 1))[0]
+    assert abs(float(keras_scale.numpy().min()) - config.SCALE_LOGIT_FLOOR) < 1e-6
+    assert float(abs(keras_scale.numpy() - expected).max()) < 1e-3

@@ -40,9 +40,12 @@ def build_keras_drnet(model: DRNet, batch_size: int = 1, input_size: int = confi
     up4 = layers.Add(name="skip4")([builder.upsample(builder.conv(s8, model.reduce8, "reduce8"), "up4"), s4])
     up2 = builder.upsample(builder.conv(up4, model.fuse4, "fuse4"), "up2")
     features = builder.conv(layers.Concatenate(name="skip2")([up2, s2]), model.fuse2, "fuse2")
+    scale_logits = builder.conv(features, model.scale_head, f"{config.OUTPUT_NAMES[0]}_conv")
+    floored = layers.Lambda(lambda t: keras.ops.maximum(t, config.SCALE_LOGIT_FLOOR), name="scale_floor")(scale_logits)
     outputs = [
-        layers.Identity(name=name)(builder.conv(features, head, f"{name}_conv"))
-        for name, head in zip(config.OUTPUT_NAMES, (model.scale_head, model.landmark_head))
+        layers.Identity(name=config.OUTPUT_NAMES[0])(floored),  # as DRNet.forward in eval mode
+        layers.Identity(name=config.OUTPUT_NAMES[1])(builder.conv(features, model.landmark_head,
+                                                                  f"{config.OUTPUT_NAMES[1]}_conv")),
     ]
     return keras.Model(pixels, outputs, name="drnet")
 
