@@ -46,11 +46,11 @@ def chain_stages(stages: list[tuple[list[dict], int | None]]) -> list[dict]:
 
 def parse_stage(argument: str) -> tuple[Path, int | None]:
     """"LOG" or "LOG@STEP" -> (log path, step it started from)."""
-    path, at, step = argument.rpartition("@") if "@" in argument else (argument, "", "")
+    path, at, step = argument.rpartition("@")
     if not at:
         return Path(argument), None
     if not step.isdigit():
-        raise ValueError(f"{argument}: expected LOG@STEP with STEP a whole number")
+        raise ValueError("expected LOG@STEP with STEP a whole number")
     return Path(path), int(step)
 
 
