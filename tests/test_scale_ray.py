@@ -171,7 +171,9 @@ def test_ray_report_equals_the_local_report(ray_instance: Cluster, tmp_path_fact
                                             capsys: pytest.CaptureFixture):
     """Same models, data and threads. The local run gets OMP_NUM_THREADS=1, as Ray gives a one-CPU
     task: the stage figures' float64 dot products (np.vdot, BLAS) change in the 14th digit with the
-    BLAS thread count, in a local report as much as on Ray."""
+    BLAS thread count, in a local report as much as on Ray. The latency bound is set out of reach:
+    each run times the models itself, so a latency verdict near the bound (seen: 0.89x [0.87x,
+    1.06x] against 1.00x) differs between any two runs; test_report_gate tests that gate."""
     from kpnet_edge.converters import convert
 
     models = tmp_path_factory.mktemp("converted") / "models"
@@ -179,7 +181,7 @@ def test_ray_report_equals_the_local_report(ray_instance: Cluster, tmp_path_fact
         warnings.simplefilter("ignore")
         convert(None, ["onnx-fp32"], models)
     common = ["report", "--model", str(models), "--data", str(shared_data), "--limit", "7", "--repeats", "2",
-              "--threads", "1"]
+              "--threads", "1", "--max-latency-ratio", "1000"]
     local_out, ray_out = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("ray")
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     local = subprocess.run([sys.executable, "-m", "kpnet_edge.cli", *common, "--out", str(local_out)],
