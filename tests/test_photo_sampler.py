@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kpnet_edge import config
+from kpnet_edge.training import photos
 from kpnet_edge.training.photos import Photo, PhotoSampler
 
 
@@ -58,3 +59,29 @@ def test_guessed_points_stay_masked_through_flips() -> None:
             if not seen[3:].any() and seen[:2].all():
                 masked += 1
     assert masked > 0
+
+
+@pytest.mark.parametrize("size, full", [(128, False), (256, True)])
+def test_stretched_cuts_move_boxes_with_their_points(size: int, full: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stretched view's boxes take each axis's factor, as the landmarks inside them do, so the
+    scale bin and the points agree; both ways of stretching occur."""
+    monkeypatch.setattr(photos, "P_STRETCH", 1.0)
+    monkeypatch.setattr(photos, "P_ROTATE", 0.0)
+    monkeypatch.setattr(photos, "P_MOSAIC", 0.0)
+    original = _photo(0)
+    spread = np.ptp(original.landmarks[0], axis=0)  # (x, y) extent of face 0's points
+    box_sides = original.boxes[0, 2:] - original.boxes[0, :2]
+    ratios = []
+    for index in range(40):
+        cut = PhotoSampler([original], seed=2).cut(index, size, full)
+        for box, points, seen in zip(cut.boxes, cut.landmarks, cut.visible):
+            if not seen.all():
+                continue  # face 1 (guessed mouth corners)
+            box_factor = (box[2:] - box[:2]) / box_sides
+            point_factor = np.ptp(points, axis=0) / spread
+            np.testing.assert_allclose(box_factor, point_factor, rtol=1e-6)
+            ratios.append(box_factor[1] / box_factor[0])
+    ratios = np.array(ratios)
+    assert len(ratios) > 10
+    assert (ratios > 1.15).any() and (ratios < 1 / 1.15).any()
+    assert (ratios <= photos.MAX_STRETCH + 1e-9).all() and (ratios >= 1 / photos.MAX_STRETCH - 1e-9).all()

@@ -7,6 +7,9 @@ config.INPUT_SIZE (so bins mean face sizes in network pixels, as at inference):
 - a *mosaic*: four zooms of different photos at half the side, tiled (many small faces per crop);
 - a *letterbox* (whole-scene batches): the whole photo shrunk into the canvas with padding, as
   detect() will see it, at a random fraction of the fitting size.
+Half of the views also *stretch* one axis against the other (aspect kept on average): photos reach
+a detector resized without their aspect (WIDER-val-200-dev is stretched to 416 x 416, which makes
+its faces about 1.5x taller than wide), and a face must be found whatever its width-to-height ratio.
 Faces whose centre leaves the crop, faces smaller than bin 0 or larger than bin S-1, and the
 records' ignore regions become ignore regions; landmarks that are guesses or leave the crop are
 masked. Sample `index` of a dataset is a pure function of (seed, index, crop size).
@@ -37,6 +40,9 @@ P_ANCHORED = 0.8  # otherwise the crop lands anywhere on the zoomed photo (backg
 MAX_ROTATION_DEG = 12.0
 P_ROTATE = 0.3
 LETTERBOX_RANGE = (0.35, 1.0)
+P_STRETCH = 0.5
+MAX_STRETCH = 1.7
+"""A stretched view's height-to-width factor is log-uniform in [1 / MAX_STRETCH, MAX_STRETCH]."""
 
 
 @dataclass
@@ -118,10 +124,11 @@ class PhotoSampler:
 def _zoom(photo: Photo, size: int, rng: np.random.Generator, small_only: bool) -> Cut:
     """Scale the photo so one face gets a drawn size, rotate a little, and cut size x size."""
     height, width = photo.image.shape[:2]
+    stretch = _stretch(rng)
     if len(photo.boxes):
         face = int(rng.integers(len(photo.boxes)))
         box = photo.boxes[face]
-        face_size = max(float(np.max(box[2:] - box[:2])), 1.0)
+        face_size = max(float(np.max((box[2:] - box[:2]) * stretch)), 1.0)
         low, high = SMALL_FACE_PX if small_only or rng.random() < P_SMALL else LARGE_FACE_PX
         target = math.exp(rng.uniform(math.log(low), math.log(high)))
         scale = min(target / face_size, MAX_UPSCALE)
@@ -135,26 +142,39 @@ def _zoom(photo: Photo, size: int, rng: np.random.Generator, small_only: bool) -
     else:
         where = rng.uniform(-0.5 * size, 1.5 * size, size=2)
         anchor = np.array([rng.uniform(0, width), rng.uniform(0, height)])
-    matrix = cv2.getRotationMatrix2D((float(anchor[0]), float(anchor[1])), angle, scale)
-    matrix[:, 2] += where - anchor
-    return _warp(photo, matrix, scale, size)
+    linear = cv2.getRotationMatrix2D((0.0, 0.0), angle, scale)[:, :2] @ np.diag(stretch)
+    matrix = np.concatenate([linear, (where - linear @ anchor)[:, None]], axis=1)
+    return _warp(photo, matrix, scale * stretch, size)
 
 
 def _letterbox(photo: Photo, size: int, rng: np.random.Generator) -> Cut:
     """The whole photo inside a size x size padded canvas, shrunk by a random factor."""
     height, width = photo.image.shape[:2]
-    scale = size / max(height, width) * rng.uniform(*LETTERBOX_RANGE)
-    spare = np.array([size - width * scale, size - height * scale])
-    matrix = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])
+    stretch = _stretch(rng)
+    scales = stretch * (size / max(height * stretch[1], width * stretch[0]) * rng.uniform(*LETTERBOX_RANGE))
+    spare = size - np.array([width, height]) * scales
+    matrix = np.array([[scales[0], 0.0, 0.0], [0.0, scales[1], 0.0]])
     matrix[:, 2] = rng.uniform(0, 1, size=2) * np.maximum(spare, 0)
-    return _warp(photo, matrix, scale, size)
+    return _warp(photo, matrix, scales, size)
 
 
-def _warp(photo: Photo, matrix: np.ndarray, scale: float, size: int) -> Cut:
+def _stretch(rng: np.random.Generator) -> np.ndarray:
+    """Factors (x, y) for a view's axes: (1, 1), or P_STRETCH of the time one axis stretched
+    against the other (geometric mean 1, so the drawn face size still holds on average)."""
+    if rng.random() >= P_STRETCH:
+        return np.ones(2)
+    ratio = math.exp(rng.uniform(-math.log(MAX_STRETCH), math.log(MAX_STRETCH)))
+    return np.array([1 / math.sqrt(ratio), math.sqrt(ratio)])
+
+
+def _warp(photo: Photo, matrix: np.ndarray, scales: np.ndarray, size: int) -> Cut:
+    """The photo through `matrix` into a size x size cut; scales (x, y) are the matrix's scale
+    along each axis (rotation aside), which boxes follow."""
     image = photo.image
-    if scale < 0.5:
+    if scales.min() < 0.5:
         # Shrink with area averaging first: warpAffine's bilinear sampling aliases past 2x.
-        shrunk = cv2.resize(image, None, fx=scale * 1.5, fy=scale * 1.5, interpolation=cv2.INTER_AREA)
+        fx, fy = np.minimum(scales * 1.5, 1.0)
+        shrunk = cv2.resize(image, None, fx=float(fx), fy=float(fy), interpolation=cv2.INTER_AREA)
         pre = np.diag([shrunk.shape[1] / image.shape[1], shrunk.shape[0] / image.shape[0]])
         warp_matrix = matrix.copy()
         warp_matrix[:, :2] = matrix[:, :2] @ np.linalg.inv(pre)
@@ -165,10 +185,10 @@ def _warp(photo: Photo, matrix: np.ndarray, scale: float, size: int) -> Cut:
                             borderMode=cv2.BORDER_CONSTANT, borderValue=(config.PAD_VALUE,) * 3)
     return Cut(
         image=pixels,
-        boxes=_move_boxes(photo.boxes, matrix, scale),
+        boxes=_move_boxes(photo.boxes, matrix, scales),
         landmarks=_move_points(photo.landmarks, matrix),
         visible=photo.visible.copy(),
-        ignore_boxes=_move_boxes(photo.ignore_boxes, matrix, scale),
+        ignore_boxes=_move_boxes(photo.ignore_boxes, matrix, scales),
     )
 
 
@@ -176,13 +196,13 @@ def _move_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def _move_boxes(boxes: np.ndarray, matrix: np.ndarray, scale: float) -> np.ndarray:
-    """Boxes keep their size (times scale) around their moved centre: a rotation must not inflate
-    the face size that picks the scale bin."""
+def _move_boxes(boxes: np.ndarray, matrix: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Boxes keep their size (times each axis's scale) around their moved centre: a rotation must
+    not inflate the face size that picks the scale bin."""
     if len(boxes) == 0:
         return np.zeros((0, 4))
     centres = _move_points((boxes[:, :2] + boxes[:, 2:]) / 2, matrix)
-    half = (boxes[:, 2:] - boxes[:, :2]) * scale / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * scales / 2
     return np.concatenate([centres - half, centres + half], axis=1)
 
 
