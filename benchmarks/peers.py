@@ -35,6 +35,7 @@ from kpnet_edge.evaluation.detection import evaluate_detections, thin_curves
 from kpnet_edge.evaluation.devsets import DEV_SET_NAMES, evaluate_on_dev_sets, load_dev_set, run_detector
 from kpnet_edge.evaluation.landmarks import evaluate_landmarks
 from kpnet_edge.evaluation.table import format_table, percent
+from kpnet_edge.postprocess import DEFAULT_SCORE_THRESHOLD
 from kpnet_edge.teacher import TeacherFaces, YuNetTeacher
 
 Detector = Callable[[np.ndarray], list[dict]]
@@ -52,7 +53,7 @@ YUNET_SIZES = (320, 640)
 DEFAULT_OUT = Path(__file__).parent / "results" / "peers.json"
 YUNET_OPERATING_SCORE = 0.5
 """OpenCV's FaceDetectorYN default: the score a YuNet face needs to count as found on Caltech."""
-KPNET_OPERATING_SCORE = 0.2
+KPNET_OPERATING_SCORE = DEFAULT_SCORE_THRESHOLD
 """The detector's default score threshold: a KPNet face needs it to count as found on Caltech."""
 
 MIN_SIZES = (16, 24)
@@ -174,7 +175,7 @@ def kpnet(weights: Path | None) -> Detector:
 
 
 # MTFL counts a face found at the detector's default operating score, as YuNet's 0.5.
-register("kpnet", mtfl_min_score=0.2)(lambda data: kpnet(None))
+register("kpnet", mtfl_min_score=KPNET_OPERATING_SCORE)(lambda data: kpnet(None))
 
 
 def upscaled(detect: Detector, size: int) -> Detector:

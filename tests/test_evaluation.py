@@ -15,6 +15,7 @@ from kpnet_edge.data.records import AnnotatedImage
 from kpnet_edge.data.wider import load_wider
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.evaluation.detection import (
+    at_score,
     average_precision,
     box_iou,
     evaluate_detections,
@@ -387,3 +388,16 @@ def test_ground_truth_scored_against_itself_on_wider_dev(wider_dev: Path) -> Non
         assert subset["ap"] == pytest.approx(1.0)
         assert subset["num_faces"] + subset["num_ignored_faces"] == 2656
         assert subset["num_detections"] == subset["num_faces"], "small faces must be ignored"
+
+
+def test_operating_point_counts_only_detections_at_or_above_the_threshold() -> None:
+    """Two faces; detections 0.9 (hit), 0.6 (false), 0.3 (hit): the point at 0.5 has P 1/2, R 1/2."""
+    truth = [AnnotatedImage(Path("a.jpg"), np.array([[0.0, 0, 40, 40], [100, 100, 140, 140]]))]
+    record = _record("a.jpg", _face([0, 0, 40, 40], 0.9), _face([200, 0, 240, 40], 0.6),
+                     _face([100, 100, 140, 140], 0.3))
+    curve = evaluate_detections([record], truth, (16,))["by_min_size"]["16"]["curve"]
+    half = at_score(curve, 0.5)
+    assert (half["precision"], half["recall"], half["f1"]) == (0.5, 0.5, 0.5)
+    everything = at_score(curve, 0.3)
+    assert everything["recall"] == 1.0 and everything["precision"] == pytest.approx(2 / 3)
+    assert at_score(curve, 0.95) == {"threshold": 0.95, "precision": None, "recall": 0.0, "f1": 0.0}

@@ -83,6 +83,20 @@ def thin_curves(result: dict, max_points: int = 1000) -> dict:
     return thinned
 
 
+def at_score(curve: dict, threshold: float) -> dict:
+    """Precision, recall and F1 of the detections scoring >= threshold, read off one
+    evaluate_detections curve (its "score" runs high to low): an operating point, where AP
+    averages over all of them."""
+    scores = np.asarray(curve["score"], dtype=np.float64)
+    reached = np.flatnonzero(scores >= threshold)
+    if reached.size == 0:
+        return {"threshold": threshold, "precision": None, "recall": 0.0, "f1": 0.0}
+    last = int(reached[-1])
+    precision, recall = float(curve["precision"][last]), float(curve["recall"][last])
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"threshold": threshold, "precision": precision, "recall": recall, "f1": f1}
+
+
 def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """IoU (A, B) of boxes_a (A, 4) and boxes_b (B, 4), [x1, y1, x2, y2], continuous coordinates."""
     intersection = _intersection(boxes_a, boxes_b)
