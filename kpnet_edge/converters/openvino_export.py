@@ -61,16 +61,19 @@ def quantize(model: ov.Model, job: Job) -> ov.Model:
     agreement score (quantization/agreement.py) on the held-out images drops by at most max_drop."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     from kpnet_edge.quantization.agreement import agreement_score
 
     assert job.calibration is not None
     calibration = nncf.Dataset(list(job.calibration.canvases), _to_pixels)
-    advanced = None
+    # Activation ranges from the calibration set's true min and max, as TFLite's converter takes
+    # them. NNCF's default averages each image's extremes, which clips the strongest activations (the
+    # faces' own cells): the scale map at proposals then moved by up to 0.117 in probability on the
+    # real-photo DRNet and failed parity; with MINMAX, 0.034.
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
     if job.per_tensor:
-        advanced = AdvancedQuantizationParameters(
-            weights_quantization_params=QuantizationParameters(per_channel=False)
-        )
+        advanced.weights_quantization_params = QuantizationParameters(per_channel=False)
     size = len(job.calibration)
     if job.max_drop is None:
         return nncf.quantize(model, calibration, subset_size=size, advanced_parameters=advanced)
