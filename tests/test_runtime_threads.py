@@ -21,11 +21,13 @@ THREADS = 4
 MEMORY_FRAMES = 1000
 WARMUP_FRAMES = MEMORY_FRAMES
 """A full window first: in a full-suite run OpenVINO's first thousand frames after a 100-frame
-warm-up grew 4.9 MiB (lazy allocations), and later windows 0 KiB (probed 3 x 1000 frames), so a
-leak shows as growth in a second window, not the first."""
+warm-up grew 4.9 MiB (lazy allocations), and later windows 0 KiB (probed 3 x 1000 frames)."""
+MEMORY_WINDOWS = 2
 RSS_GROWTH_LIMIT = 4 << 20
-"""Resident memory may grow by this much over MEMORY_FRAMES after warm-up: allocator noise, or a
-leak under 4 KiB a frame. One leaked canvas a frame would be 190 MiB, one output pair 3.7 GiB."""
+"""Resident memory may grow by this much over MEMORY_FRAMES after warm-up in at least one of
+MEMORY_WINDOWS consecutive windows: a leak grows in every window, a late lazy allocation (once,
+4.4 MiB, seen after the full warm-up in one full-suite run) in one. Under 4 KiB a frame passes as
+allocator noise; one leaked canvas a frame would be 190 MiB, one output pair 3.7 GiB."""
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +80,17 @@ def _resident_bytes() -> int:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_memory_stays_flat_over_a_thousand_frames(backend, artifacts):
     """Pre-processing, the runtime and the post-processor's fast path (default thresholds) in a
-    steady stream: resident memory after warm-up stays put."""
+    steady stream: resident memory after warm-up stays put in one window (see RSS_GROWTH_LIMIT)."""
     detector = FaceDetector.from_artifacts(artifacts, backend, batch_size=8, threads=1)
     frame = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     for _ in detector.detect_stream(frame for _ in range(WARMUP_FRAMES)):
         pass
-    resident = _resident_bytes()
-    count = sum(1 for _ in detector.detect_stream(frame for _ in range(MEMORY_FRAMES)))
-    growth = _resident_bytes() - resident
-    assert count == MEMORY_FRAMES
-    assert growth <= RSS_GROWTH_LIMIT, f"{backend}: resident memory grew {growth >> 10} KiB"
+    growths = []
+    for _ in range(MEMORY_WINDOWS):
+        resident = _resident_bytes()
+        count = sum(1 for _ in detector.detect_stream(frame for _ in range(MEMORY_FRAMES)))
+        growths.append(_resident_bytes() - resident)
+        assert count == MEMORY_FRAMES
+        if growths[-1] <= RSS_GROWTH_LIMIT:
+            return
+    pytest.fail(f"{backend}: resident memory grew {[g >> 10 for g in growths]} KiB in each window")
