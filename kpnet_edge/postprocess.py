@@ -298,16 +298,98 @@ def proposal_windows(cells: np.ndarray, sizes: np.ndarray, map_shape: tuple[int,
     return np.stack([x1, y1, x2, y2], axis=1).astype(np.int64)
 
 
+SOFT_ARGMAX_METHODS = ("auto", "windows", "tables")
+
+_WINDOWS_SHARE = 1.5
+""""auto" gathers the windows when their padded cells are at most this many times the region the
+tables would cover. Measured on real heatmaps with random windows: gathering was faster in 96 % of
+cases up to 1x (one window: 0.07 against 0.23 ms), 76 % at 1-2x, 6 % at 2-5x."""
+
+
 def scale_adaptive_soft_argmax(
-    landmark_logits: np.ndarray, windows: np.ndarray, peak_channels: tuple[int, ...] | None = None
+    landmark_logits: np.ndarray,
+    windows: np.ndarray,
+    peak_channels: tuple[int, ...] | None = None,
+    method: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 5-6: soft-argmax of every heatmap inside every window, in O(1) per window.
+    """Eq. 5-6: soft-argmax of every heatmap inside every window.
 
     landmark_logits: (K, H, W); windows: (P, 4) inclusive [x1, y1, x2, y2] in cells.
     Returns keypoints (P, K, 2) [x, y] in cell coordinates (the expectation of the cell position
     under the window's softmax, i.e. Eq. 6 with P(i - x1, w) / w mapped back by w and x1) and
     peak probabilities (P, K): max over the window of Eq. 5's Phi, for Eq. 8, for `peak_channels`
     only (all by default; NaN elsewhere).
+
+    Two exact methods: "windows" gathers every window's cells (padded to the largest window) and
+    weighs them relative to the window's own max; "tables" uses summed-area tables, O(1) per
+    window after one pass over the region the windows cover. "auto" gathers when the windows are
+    few and small against that region (the usual case: a few faces), else builds tables.
+    """
+    if method not in SOFT_ARGMAX_METHODS:
+        raise ValueError(f"method must be one of {SOFT_ARGMAX_METHODS}, got {method!r}")
+    num_channels = landmark_logits.shape[0]
+    channels = list(range(num_channels) if peak_channels is None else peak_channels)
+    if method == "auto":
+        method = "windows" if _gather_is_cheaper(windows) else "tables"
+    if method == "windows":
+        keypoints, peak_probabilities = _gathered_soft_argmax(landmark_logits, windows)
+        peak_probabilities[:, [c for c in range(num_channels) if c not in channels]] = np.nan
+        return keypoints, peak_probabilities
+    heat, channel_tops = _finite_logits(landmark_logits)
+    return _table_soft_argmax(heat, channel_tops, windows, channels)
+
+
+def _gather_is_cheaper(windows: np.ndarray) -> bool:
+    """Whether gathering the windows (padded to the largest) touches at most _WINDOWS_SHARE times
+    the cells of the tables' region (the windows' bounding box)."""
+    if len(windows) == 0:
+        return True
+    sides = windows[:, 2:] - windows[:, :2] + 1
+    region = (windows[:, 2].max() - windows[:, 0].min() + 1) * (windows[:, 3].max() - windows[:, 1].min() + 1)
+    return len(windows) * int(sides[:, 0].max()) * int(sides[:, 1].max()) <= _WINDOWS_SHARE * region
+
+
+def _gathered_soft_argmax(landmark_logits: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Soft-argmax (P, K, 2) and peak probabilities (P, K) of landmark_logits (K, H, W) in each
+    window, from the windows' cells gathered into one (K, P, h, w) block padded to the largest
+    window. Only the gathered cells are read, cleaned as _finite_logits cleans whole maps.
+
+    Each window's weights are exp(h - window max) in float64: the max weighs exactly 1, so the
+    mass is at least 1, nothing cancels and the peak probability is 1 / mass.
+    """
+    heat = np.asarray(landmark_logits, dtype=np.float32)
+    num_windows, num_channels = len(windows), heat.shape[0]
+    if num_windows == 0:
+        return np.zeros((0, num_channels, 2)), np.zeros((0, num_channels))
+    x1, y1, x2, y2 = windows.T
+    tall, wide = int((y2 - y1).max()) + 1, int((x2 - x1).max()) + 1
+    rows = np.minimum(y1[:, None] + np.arange(tall), y2[:, None])  # padding repeats the last row...
+    cols = np.minimum(x1[:, None] + np.arange(wide), x2[:, None])
+    inside = (y1[:, None] + np.arange(tall) <= y2[:, None])[:, :, None] & (
+        x1[:, None] + np.arange(wide) <= x2[:, None]
+    )[:, None, :]  # ...and weighs nothing
+    # (K, P, h, w), C order: advanced indexing may return other strides, and cv2.exp below must
+    # write through a reshaped view, not into a copy.
+    block = heat[:, rows[:, :, None], cols[:, None, :]].astype(np.float64, order="C")
+    if not np.isfinite(block).all():
+        np.nan_to_num(block, copy=False, nan=-_HEATMAP_CLAMP, posinf=_HEATMAP_CLAMP, neginf=-_HEATMAP_CLAMP)
+    np.clip(block, -_HEATMAP_CLAMP, _HEATMAP_CLAMP, out=block)
+    peaks = block.max(axis=(2, 3))
+    block -= peaks[:, :, None, None]
+    flat = block.reshape(-1, wide)
+    cv2.exp(flat, flat)
+    block *= inside
+    mass = block.sum(axis=(2, 3))
+    along_x = block.sum(axis=2) @ np.arange(wide, dtype=np.float64)
+    along_y = block.sum(axis=3) @ np.arange(tall, dtype=np.float64)
+    keypoints = np.stack([along_x / mass + x1, along_y / mass + y1], axis=-1)  # (K, P, 2)
+    return keypoints.transpose(1, 0, 2), (1.0 / mass).T
+
+
+def _table_soft_argmax(
+    heat: np.ndarray, channel_tops: np.ndarray, windows: np.ndarray, channels: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The "tables" method of scale_adaptive_soft_argmax, on finite logits.
 
     Summed-area tables of exp(h - top), x exp(h - top) and y exp(h - top) give each window's sums
     by four lookups. One table cannot serve every window: a window far below a peak that lies
@@ -319,9 +401,7 @@ def scale_adaptive_soft_argmax(
     windows whose rounding-error bound is within _KEYPOINT_TOLERANCE (and always those holding the
     top, so every round finishes some) and leaves the rest to the next. The shipped model's maps
     and noise take one round; a confident peak, two (benchmarks/postprocess.py)."""
-    heat, channel_tops = _finite_logits(landmark_logits)
     num_windows, num_channels = len(windows), heat.shape[0]
-    channels = list(range(num_channels) if peak_channels is None else peak_channels)
     window_peaks = np.full((num_windows, num_channels), np.nan)  # exact window max logits, when needed
     if channels:
         window_peaks[:, channels] = window_max(heat[channels], windows)
@@ -475,7 +555,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.6) -> np
     is numpy's stable sort of the float64 scores. Zero-area boxes overlap nothing (pairwise_iou
     gives them 0); OpenCV would call two of them duplicates, so they skip it and are all kept.
     """
-    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(np.where(np.isnan(scores), np.inf, -scores), kind="stable")  # NaN last
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     sides = boxes[:, 2:] - boxes[:, :2]
     solid = np.flatnonzero((sides > 0).all(axis=1))

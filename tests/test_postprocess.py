@@ -12,6 +12,7 @@ from hypothesis.extra import numpy as hnp
 from kpnet_edge import config
 from kpnet_edge.geometry import FaceTemplate, boxes_from_landmarks
 from kpnet_edge.postprocess import (
+    SOFT_ARGMAX_METHODS,
     PostprocessParams,
     nms,
     pairwise_iou,
@@ -96,15 +97,16 @@ def naive_soft_argmax(heat: np.ndarray, window: np.ndarray) -> tuple[np.ndarray,
     return np.array(points), np.array(peaks)
 
 
+@pytest.mark.parametrize("method", SOFT_ARGMAX_METHODS)
 @pytest.mark.parametrize("spread", [1.0, 4.0, 12.0])
-def test_vectorised_soft_argmax_equals_naive_loop(spread):
+def test_vectorised_soft_argmax_equals_naive_loop(spread, method):
     rng = np.random.default_rng(7)
     heat = (rng.normal(size=(5, 64, 80)) * spread).astype(np.float32)
     corners = rng.integers(0, [80, 64], size=(60, 2))
     sides = rng.integers(0, 40, size=(60, 2))
     windows = np.concatenate([corners, np.minimum(corners + sides, [79, 63])], axis=1)
     windows = windows[:, [0, 1, 2, 3]]
-    points, peaks = scale_adaptive_soft_argmax(heat, windows)
+    points, peaks = scale_adaptive_soft_argmax(heat, windows, method=method)
     for p, window in enumerate(windows):
         ref_points, ref_peaks = naive_soft_argmax(heat, window)
         np.testing.assert_allclose(points[p], ref_points, atol=1e-6, err_msg=f"window {window}")
@@ -128,14 +130,15 @@ def random_proposals(rng: np.random.Generator, count: int, bins: tuple[int, int]
     return proposal_windows(cells, sizes, (MAP, MAP))
 
 
-def test_confident_peak_maps_equal_naive_reference():
+@pytest.mark.parametrize("method", SOFT_ARGMAX_METHODS)
+def test_confident_peak_maps_equal_naive_reference(method):
     """The issue-11 case that used to take a per-window slow path: N(0, 2) heatmaps with one
     confident landmark (logit 40) per channel, 200 proposals with bins 10-50."""
     rng = np.random.default_rng(11)
     heat = rng.normal(0.0, 2.0, (config.NUM_LANDMARKS, MAP, MAP)).astype(np.float32)
     heat[np.arange(config.NUM_LANDMARKS), rng.integers(0, MAP, 5), rng.integers(0, MAP, 5)] = 40.0
     windows = random_proposals(rng, 200, (10, 50))
-    points, peaks = scale_adaptive_soft_argmax(heat, windows)
+    points, peaks = scale_adaptive_soft_argmax(heat, windows, method=method)
     for p, window in enumerate(windows):
         ref_points, ref_peaks = naive_soft_argmax(heat, window)
         np.testing.assert_allclose(points[p], ref_points, atol=1e-6, err_msg=f"window {window}")
@@ -161,8 +164,9 @@ def test_postprocess_on_confident_peak_maps_equals_naive_pipeline():
         np.testing.assert_allclose(face, config.cell_to_pixel(ref_points), atol=1e-5, err_msg=f"window {window}")
 
 
+@pytest.mark.parametrize("method", SOFT_ARGMAX_METHODS)
 @pytest.mark.parametrize("seed", range(3))
-def test_hostile_heatmaps_equal_naive_reference(seed):
+def test_hostile_heatmaps_equal_naive_reference(seed, method):
     """NaN, infinities, 1e30 and +-100 logits side by side: every window still equals the naive
     soft-argmax of the cleaned logits (NaN as no evidence, values clipped to +-1e4)."""
     rng = np.random.default_rng(seed)
@@ -174,7 +178,7 @@ def test_hostile_heatmaps_equal_naive_reference(seed):
         heat[mask] = rng.choice(specials, mask.sum())
         corners = rng.integers(0, [width, height], (20, 2))
         windows = np.concatenate([corners, np.minimum(corners + rng.integers(0, 10, (20, 2)), [width - 1, height - 1])], 1)
-        points, peaks = scale_adaptive_soft_argmax(heat, windows)
+        points, peaks = scale_adaptive_soft_argmax(heat, windows, method=method)
         clean = np.clip(np.nan_to_num(heat, nan=-1e4, posinf=1e4, neginf=-1e4), -1e4, 1e4)
         for p, window in enumerate(windows):
             ref_points, ref_peaks = naive_soft_argmax(clean, window)
