@@ -53,6 +53,12 @@ def check_input_size(size: int) -> int:
     return int(size)
 
 
+AREA_RESIZE_BELOW = 0.5
+"""Images shrunk below this scale are area-averaged (bilinear sampling would alias past 2x); from
+there up, bilinear, as training samples its photos (training/photos.py: warpAffine at scales from
+0.5), for a tenth of INTER_AREA's time (a 416 photo to 256: 0.10 against 1.04 ms)."""
+
+
 def letterbox(
     image: np.ndarray, color_order: str = "bgr", size: int = config.INPUT_SIZE
 ) -> tuple[np.ndarray, Letterbox]:
@@ -79,7 +85,7 @@ def letterbox_into(image: np.ndarray, canvas: np.ndarray, color_order: str = "bg
     scale = size / max(height, width)
     new_w = min(size, max(1, round(width * scale)))
     new_h = min(size, max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    interpolation = cv2.INTER_AREA if scale < AREA_RESIZE_BELOW else cv2.INTER_LINEAR
     if scale < 1 and max(height, width) > 8 * size:
         # INTER_AREA on a huge image is slow and memory-hungry; halve with pyrDown first.
         while max(image.shape[:2]) > 4 * size:
