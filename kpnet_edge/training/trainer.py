@@ -260,17 +260,19 @@ class DevEvaluator:
     def __init__(self, cfg: TrainConfig) -> None:
         from kpnet_edge.detector import FaceDetector
         from kpnet_edge.evaluation.devsets import evaluate_on_dev_sets, load_dev_set
-        from kpnet_edge.postprocess import PostprocessParams
+        from kpnet_edge.postprocess import DEFAULT_SCORE_THRESHOLD, PostprocessParams
         from kpnet_edge.runtimes.torch_runtime import TorchRuntime
 
         self._detector, self._runtime, self._evaluate = FaceDetector, TorchRuntime, evaluate_on_dev_sets
+        self._operating_score = DEFAULT_SCORE_THRESHOLD  # Caltech recall's, as benchmarks/peers.py
         self._params = PostprocessParams(proposal_threshold=0.05, score_threshold=0.02)
         self.dev_sets = [load_dev_set(name, data_root(), cfg.dev_limit or None, Path(cfg.splits_dir))
                          for name in cfg.dev_sets]
 
     def __call__(self, model: DRNet) -> dict:
         detector = self._detector(self._runtime(model), self._params)
-        return self._evaluate(lambda image: [f.to_dict() for f in detector.detect(image)], self.dev_sets, 0.2)
+        return self._evaluate(lambda image: [f.to_dict() for f in detector.detect(image)], self.dev_sets,
+                              self._operating_score)
 
 
 def _evaluate_and_keep_best(evaluator: DevEvaluator, model: DRNet, optimizer: torch.optim.Optimizer,
