@@ -329,6 +329,7 @@ def scale_adaptive_soft_argmax(
     """
     if method not in SOFT_ARGMAX_METHODS:
         raise ValueError(f"method must be one of {SOFT_ARGMAX_METHODS}, got {method!r}")
+    landmark_logits = np.asarray(landmark_logits)
     num_channels = landmark_logits.shape[0]
     channels = list(range(num_channels) if peak_channels is None else peak_channels)
     if method == "auto":
