@@ -105,6 +105,7 @@ def test_letterbox_into_a_reused_canvas_equals_a_fresh_letterbox():
     letterbox_into(bgr, canvas, "bgr")
     np.testing.assert_array_equal(canvas[:320, :320], cv2.resize(bgr, (320, 320))[:, :, ::-1])
 
+
 @pytest.mark.parametrize("side, interpolation", [(416, cv2.INTER_LINEAR), (1024, cv2.INTER_AREA)])
 def test_letterbox_averages_only_past_a_2x_shrink(side, interpolation):
     """A 416 photo (scale 0.62) is sampled bilinearly, as training warps its photos; a 1024 one
@@ -115,7 +116,6 @@ def test_letterbox_averages_only_past_a_2x_shrink(side, interpolation):
     np.testing.assert_array_equal(canvas, expected)
     other = cv2.INTER_AREA if interpolation == cv2.INTER_LINEAR else cv2.INTER_LINEAR
     assert not np.array_equal(canvas, cv2.resize(image, (256, 256), interpolation=other))
-
 
 
 def test_shipped_checkpoint_runs_at_a_larger_canvas():
