@@ -29,7 +29,7 @@ class PlantedRuntime:
         self.image_shape = image_shape
         self.canvas_sizes: list[int] = []
 
-    def run(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, canvases: np.ndarray, dequantize: bool = True) -> tuple[np.ndarray, np.ndarray]:
         size = canvases.shape[1]
         self.canvas_sizes.append(size)
         cells = size // config.STRIDE

@@ -98,7 +98,7 @@ class Oracle:
             heat[np.arange(config.NUM_LANDMARKS), cells[:, 1], cells[:, 0]] = 10.0
         return scale, heat
 
-    def run(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, canvases: np.ndarray, dequantize: bool = True) -> tuple[np.ndarray, np.ndarray]:
         maps = [self.maps.get(canvas.tobytes(), self.empty) for canvas in canvases]
         return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
 
@@ -117,7 +117,7 @@ class WithFalsePositives:
         self.runtime = runtime
         self.planted = Oracle.render(self.BOXES, FaceTemplate.load())
 
-    def run(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, canvases: np.ndarray, dequantize: bool = True) -> tuple[np.ndarray, np.ndarray]:
         scale, landmarks = self.runtime.run(canvases)
         return np.maximum(scale, self.planted[0]), np.maximum(landmarks, self.planted[1])
 
@@ -130,7 +130,7 @@ class WipedScaleMap:
     def __init__(self, runtime: Oracle) -> None:
         self.runtime = runtime
 
-    def run(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, canvases: np.ndarray, dequantize: bool = True) -> tuple[np.ndarray, np.ndarray]:
         scale, landmarks = self.runtime.run(canvases)
         return scale - 40.0, landmarks
 

@@ -15,8 +15,9 @@ from kpnet_edge.artifacts import TARGETS
 from kpnet_edge.detector import Face, FaceDetector
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.imageio import list_images, read_image
-from kpnet_edge.postprocess import PostprocessParams, pairwise_iou
+from kpnet_edge.postprocess import PostprocessParams, pairwise_iou, postprocess
 from kpnet_edge.preprocess import letterbox
+from kpnet_edge.quantized_maps import QuantizedMaps
 from kpnet_edge.runtimes.registry import open_runtime
 
 from conftest import TINY_BATCH
@@ -138,6 +139,25 @@ def test_channels_last_outputs_reach_the_post_processor_as_views(backend, precis
     assert [t.layout for t in runtime.entry.outputs] == ["NHWC", "NHWC"]
     for maps in runtime.run(canvases[:1]):
         assert maps.transpose(0, 2, 3, 1).flags.c_contiguous, f"{runtime.entry.file}: {maps.strides}"
+
+
+@pytest.mark.parametrize("batch", [1, BATCH])
+def test_tflite_int8_maps_kept_quantised_give_the_dequantised_maps_and_faces(batch, artifacts, reference):
+    """dequantize=False hands the int8 outputs on with their quantisation (what the detector asks
+    for); dequantising them gives run()'s floats exactly, and the post-processor the same faces.
+    3 canvases in batch-1 or batch-2 chunks: chunks of levels are joined and padding dropped."""
+    canvases = reference[0]
+    runtime = open_runtime(artifacts, "tflite", "int8", batch=batch)
+    kept, floats = runtime.run(canvases, dequantize=False), runtime.run(canvases)
+    for levels, real in zip(kept, floats):
+        assert isinstance(levels, QuantizedMaps) and levels.values.dtype == np.int8
+        assert levels.shape == real.shape and len(levels) == len(canvases)
+        np.testing.assert_array_equal(levels.dequantize(), real)
+    for scale, heat, scale_real, heat_real in zip(*kept, *floats):
+        want, got = postprocess(scale_real, heat_real, PARAMS), postprocess(scale, heat, PARAMS)
+        assert len(want) > 0
+        np.testing.assert_array_equal(got.boxes, want.boxes)
+        np.testing.assert_array_equal(got.landmarks, want.landmarks)
 
 
 @pytest.mark.parametrize("backend,precision", FLOAT)

@@ -91,7 +91,7 @@ def _calls(runtime: Runtime, canvases: np.ndarray, images: Sequence[np.ndarray],
 
     def end_to_end() -> None:
         prepared = [letterbox(image, size=canvas_size) for image in images]
-        scale_maps, heatmaps = runtime.run(np.stack([canvas for canvas, _ in prepared]))
+        scale_maps, heatmaps = runtime.run(np.stack([canvas for canvas, _ in prepared]), dequantize=False)
         for (_, box), scale_map, heat in zip(prepared, scale_maps, heatmaps):
             postprocess(scale_map, heat, params).scaled(1.0 / box.scale)
 

@@ -70,12 +70,13 @@ class OnnxRuntime:
         """Side of the square canvas the model takes, as its manifest records it."""
         return self.entry.input_size
 
-    def run(self, canvases: np.ndarray) -> Outputs:
-        """(N, H, W, 3) uint8 RGB -> float32 NCHW (scale_logits, landmark_logits)."""
+    def run(self, canvases: np.ndarray, dequantize: bool = True) -> Outputs:
+        """(N, H, W, 3) uint8 RGB -> NCHW (scale_logits, landmark_logits), float32 (an ONNX INT8
+        file dequantises inside its graph; dequantize=False keeps only integer outputs integer)."""
         check_canvases(canvases, self.entry)
-        return run_in_batches(canvases, self.entry.batch, self._infer)
+        return run_in_batches(canvases, self.entry.batch, lambda chunk: self._infer(chunk, dequantize))
 
-    def _infer(self, chunk: np.ndarray) -> Outputs:
+    def _infer(self, chunk: np.ndarray, dequantize: bool) -> Outputs:
         feed = {self.entry.input.name: to_input(chunk, self.entry.input)}
         scale, landmarks = self.session.run([t.name for t in self._outputs], feed)
-        return from_output(scale, self._outputs[0]), from_output(landmarks, self._outputs[1])
+        return from_output(scale, self._outputs[0], dequantize), from_output(landmarks, self._outputs[1], dequantize)

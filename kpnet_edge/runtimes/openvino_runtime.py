@@ -81,20 +81,21 @@ class OpenVinoRuntime:
         """Side of the square canvas the model takes, as its manifest records it."""
         return self.entry.input_size
 
-    def run(self, canvases: np.ndarray) -> Outputs:
-        """(N, H, W, 3) uint8 RGB -> float32 NCHW (scale_logits, landmark_logits)."""
+    def run(self, canvases: np.ndarray, dequantize: bool = True) -> Outputs:
+        """(N, H, W, 3) uint8 RGB -> NCHW (scale_logits, landmark_logits), float32 (OpenVINO INT8
+        IR dequantises inside its graph; dequantize=False keeps only integer outputs integer)."""
         check_canvases(canvases, self.entry)
         if self.async_inference and len(canvases) > self.entry.batch:
-            return self._run_async(canvases)
-        return run_in_batches(canvases, self.entry.batch, self._infer)
+            return self._run_async(canvases, dequantize)
+        return run_in_batches(canvases, self.entry.batch, lambda chunk: self._infer(chunk, dequantize))
 
-    def _infer(self, chunk: np.ndarray) -> Outputs:
+    def _infer(self, chunk: np.ndarray, dequantize: bool) -> Outputs:
         if not hasattr(self._local, "request"):
             self._local.request = self.compiled.create_infer_request()
         result = self._local.request.infer({0: to_input(chunk, self.entry.input)})  # outputs are copies
-        return self._read([result[port] for port in self._ports])
+        return self._read([result[port] for port in self._ports], dequantize)
 
-    def _run_async(self, canvases: np.ndarray) -> Outputs:
+    def _run_async(self, canvases: np.ndarray, dequantize: bool) -> Outputs:
         import openvino as ov
 
         if not hasattr(self._local, "queue"):
@@ -103,17 +104,17 @@ class OpenVinoRuntime:
         chunks = padded_chunks(canvases, self.entry.batch)
         results: list[Outputs | None] = [None] * len(chunks)
         for index, chunk in enumerate(chunks):
-            self._local.queue.start_async({0: to_input(chunk, self.entry.input)}, (results, index))
+            self._local.queue.start_async({0: to_input(chunk, self.entry.input)}, (results, index, dequantize))
         self._local.queue.wait_all()
         return join_outputs(results, len(canvases))  # type: ignore[arg-type]
 
-    def _store(self, request: Any, userdata: tuple[list[Outputs | None], int]) -> None:
-        results, index = userdata
+    def _store(self, request: Any, userdata: tuple[list[Outputs | None], int, bool]) -> None:
+        results, index, dequantize = userdata
         # The request's output tensors are reused by its next job: copy them out now.
-        results[index] = self._read([request.get_tensor(port).data.copy() for port in self._ports])
+        results[index] = self._read([request.get_tensor(port).data.copy() for port in self._ports], dequantize)
 
-    def _read(self, values: list[np.ndarray]) -> Outputs:
-        return from_output(values[0], self._outputs[0]), from_output(values[1], self._outputs[1])
+    def _read(self, values: list[np.ndarray], dequantize: bool) -> Outputs:
+        return from_output(values[0], self._outputs[0], dequantize), from_output(values[1], self._outputs[1], dequantize)
 
 
 def _check_device(device: str, available: list[str]) -> str:

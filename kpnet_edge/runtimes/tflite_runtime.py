@@ -66,18 +66,20 @@ class TfliteRuntime:
         """Side of the square canvas the model takes, as its manifest records it."""
         return self.entry.input_size
 
-    def run(self, canvases: np.ndarray) -> Outputs:
-        """(N, H, W, 3) uint8 RGB -> float32 NCHW (scale_logits, landmark_logits)."""
+    def run(self, canvases: np.ndarray, dequantize: bool = True) -> Outputs:
+        """(N, H, W, 3) uint8 RGB -> NCHW (scale_logits, landmark_logits): float32, or an INT8
+        file's int8 outputs as QuantizedMaps with dequantize=False (see runtimes.base.Runtime)."""
         check_canvases(canvases, self.entry)
-        return run_in_batches(canvases, self.entry.batch, self._infer)
+        return run_in_batches(canvases, self.entry.batch, lambda chunk: self._infer(chunk, dequantize))
 
-    def _infer(self, chunk: np.ndarray) -> Outputs:
+    def _infer(self, chunk: np.ndarray, dequantize: bool) -> Outputs:
         pixels = to_input(chunk, self._input)
         with self._lock:
             self.interpreter.set_tensor(self._input.index, pixels)
             self.interpreter.invoke()
             values = [self.interpreter.get_tensor(t.index) for t in self._outputs]  # copies
-        return from_output(values[0], self._outputs[0]), from_output(values[1], self._outputs[1])
+        return (from_output(values[0], self._outputs[0], dequantize),
+                from_output(values[1], self._outputs[1], dequantize))
 
 
 def _output_tensors(interpreter: Any, entry: ModelEntry, path: Path) -> list[TensorInfo]:

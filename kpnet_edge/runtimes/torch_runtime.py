@@ -32,8 +32,9 @@ class TorchRuntime:
     input_size = config.INPUT_SIZE
     """The canvas the detector letterboxes to; DRNet itself takes any multiple of 8."""
 
-    def run(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, H, W, 3) uint8 RGB -> float32 NCHW (scale_logits, landmark_logits)."""
+    def run(self, canvases: np.ndarray, dequantize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(N, H, W, 3) uint8 RGB -> float32 NCHW (scale_logits, landmark_logits); PyTorch's
+        outputs are float, so dequantize changes nothing."""
         pixels = torch.from_numpy(np.ascontiguousarray(canvases)).to(self.device)
         pixels = pixels.permute(0, 3, 1, 2).float()
         with torch.inference_mode():
