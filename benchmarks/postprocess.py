@@ -2,6 +2,8 @@
 
 - real: the shipped DRNet's maps of real photos (WIDER-val-200-dev and Caltech WebFaces images),
   at the default thresholds;
+- real_int8: the shipped TFLite INT8 file's maps of the same photos as the detector hands them on,
+  int8 levels with their quantisation (QuantizedMaps, channels-last views): the deployment path;
 - real_max_proposals: the same heatmaps with `max_proposals` (200) proposals planted in the scale
   map, bins 10-50;
 - noise: N(0, 2) heatmaps, 200 proposals (the old benchmark's maps);
@@ -41,25 +43,32 @@ from kpnet_edge.postprocess import (
     scale_adaptive_soft_argmax,
 )
 from kpnet_edge.preprocess import letterbox
+from kpnet_edge.quantized_maps import QuantizedMaps
+from kpnet_edge.runtimes.base import Runtime
 
-Maps = list[tuple[np.ndarray, np.ndarray]]
+Maps = list[tuple[np.ndarray | QuantizedMaps, np.ndarray | QuantizedMaps]]
+
+SHIPPED_MODELS = Path(__file__).parents[1] / "kpnet_edge" / "assets"
+"""The shipped convert folder (manifest.json, drnet_int8.tflite)."""
 
 
-def real_maps(count: int, weights: Path | None) -> tuple[Maps, str]:
-    """The shipped (or given) checkpoint's maps of `count` photos, half WIDER dev, half Caltech."""
-    from kpnet_edge.runtimes.registry import open_runtime
-
-    runtime = open_runtime(None, "torch", threads=os.cpu_count(), weights=weights)
+def real_photos(count: int) -> tuple[list[Path], str]:
+    """`count` photos, half WIDER dev, half Caltech, and how to name them."""
     wider = list_images(data_root() / "widerface_val200_dev" / "images")
     caltech = list_images(data_root() / "caltech_webfaces" / "images")
     half = count // 2
     paths = wider[:half] + caltech[:: max(1, len(caltech) // (count - half))][: count - half]
+    return paths, f"{min(half, len(wider))} WIDER-val-200-dev + {len(paths) - min(half, len(wider))} Caltech WebFaces"
+
+
+def model_maps(runtime: Runtime, paths: list[Path]) -> Maps:
+    """One image's maps per photo, as the detector receives them (quantised outputs kept so)."""
     maps = []
     for path in paths:
         canvas, _ = letterbox(read_image(path))
-        scale, heat = runtime.run(canvas[None])
+        scale, heat = runtime.run(canvas[None], dequantize=False)
         maps.append((scale[0], heat[0]))
-    return maps, f"{min(half, len(wider))} WIDER-val-200-dev + {len(paths) - min(half, len(wider))} Caltech WebFaces"
+    return maps
 
 
 def planted_scale_map(rng: np.random.Generator, proposals: int, bins: tuple[int, int]) -> np.ndarray:
@@ -97,19 +106,28 @@ def timed(function: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.thread_time() - cpu
 
 
-def stage_functions(scale: np.ndarray, heat: np.ndarray, params: PostprocessParams) -> dict[str, Callable[[], object]]:
-    """The whole post-processor and its stages on one image's maps, inputs precomputed."""
+def stage_functions(
+    scale: np.ndarray | QuantizedMaps, heat: np.ndarray | QuantizedMaps, params: PostprocessParams
+) -> dict[str, Callable[[], object]]:
+    """The whole post-processor and its stages on one image's maps, inputs precomputed. The
+    soft-argmax stage also computes the Eq. 8 peaks, which the default "scale" score skips."""
     cells, bins, _ = find_proposals(scale, params)
     sizes = config.bin_to_scale(bins + 0.5) * config.INPUT_SIZE
     windows = proposal_windows(cells, sizes, scale.shape[1:])
-    keypoints, _ = scale_adaptive_soft_argmax(heat, windows, config.SCORE_LANDMARKS)
+    if isinstance(heat, QuantizedMaps):
+        heat_real = heat.dequantize()
+        dequantize = {"dequantize_heatmaps": heat.dequantize}
+    else:
+        heat_real, dequantize = heat, {}
+    keypoints, _ = scale_adaptive_soft_argmax(heat_real, windows, config.SCORE_LANDMARKS)
     landmarks = config.cell_to_pixel(keypoints)
     boxes = boxes_from_landmarks(landmarks, params.template)
     scores = np.linspace(1.0, 0.5, len(boxes))
     return {
         "total": lambda: postprocess(scale, heat, params),
         "proposals": lambda: find_proposals(scale, params),
-        "soft_argmax": lambda: scale_adaptive_soft_argmax(heat, windows, config.SCORE_LANDMARKS),
+        **dequantize,
+        "soft_argmax": lambda: scale_adaptive_soft_argmax(heat_real, windows, config.SCORE_LANDMARKS),
         "boxes": lambda: boxes_from_landmarks(landmarks, params.template),
         "nms": lambda: nms(boxes, scores, params.nms_iou),
     }
@@ -151,12 +169,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "postprocess.json")
     args = parser.parse_args()
 
-    real, source = real_maps(args.images, args.weights)
+    from kpnet_edge.runtimes.registry import open_runtime
+
+    paths, source = real_photos(args.images)
+    torch_runtime = open_runtime(None, "torch", threads=os.cpu_count(), weights=args.weights)
+    real = model_maps(torch_runtime, paths)
     defaults = PostprocessParams()
     # Planted cases (P_s 0.98 on a 6e-6 background): no suppression, so every proposal runs every stage.
     everything = PostprocessParams(score_threshold=0.5, nms_iou=1.0)
     cases = {"real": measure(real, defaults, args.repeats)}
     cases["real"]["images"] = source
+    if args.weights is None:  # the shipped INT8 file belongs to the shipped checkpoint only
+        int8 = model_maps(open_runtime(SHIPPED_MODELS, "tflite", "int8", threads=os.cpu_count()), paths)
+        cases["real_int8"] = measure(int8, defaults, args.repeats)
+        cases["real_int8"]["images"] = source
     for name, maps in synthetic_cases(real, defaults.max_proposals).items():
         cases[name] = measure(maps, everything, args.repeats)
     load = os.getloadavg()

@@ -70,9 +70,20 @@ class QuantizedMaps:
     def lowest_level(self, threshold: float) -> int:
         """The smallest level whose real value is >= threshold; one past the dtype's top if none.
 
-        Found among the dtype's levels' own dequantised values, so `q >= lowest_level(t)` holds
-        exactly where `dequantize() >= t` does, rounding included.
+        `q >= lowest_level(t)` holds exactly where `dequantize() >= t` does for a Python float t,
+        which numpy compares with float32 values in float32: the level t / scale + zero_point,
+        rounded up, is moved by single levels until the levels' own float32 values agree.
         """
         info = np.iinfo(self.values.dtype)
-        levels = np.arange(info.min, info.max + 1, dtype=np.int64)
-        return int(info.min + np.searchsorted(self.real(levels), threshold, side="left"))
+        bound = np.float32(threshold)
+        if np.isnan(bound):
+            return info.max + 1
+        level = math.ceil(min(max(threshold / self.scale + self.zero_point, info.min), info.max + 1))
+        while level > info.min and self._real_level(level - 1) >= bound:
+            level -= 1
+        while level <= info.max and self._real_level(level) < bound:
+            level += 1
+        return level
+
+    def _real_level(self, level: int) -> np.float32:
+        return (np.float32(level) - np.float32(self.zero_point)) * np.float32(self.scale)

@@ -22,11 +22,14 @@ def test_lowest_level_is_exactly_where_the_reals_reach_the_threshold(dtype, seed
     levels = np.arange(info.min, info.max + 1, dtype=np.int64).astype(dtype)
     maps = QuantizedMaps(levels, scale=float(rng.uniform(1e-3, 0.3)), zero_point=int(rng.integers(info.min, info.max)))
     reals = maps.dequantize()
-    # Thresholds on, between and beyond the levels' reals.
-    for threshold in [*rng.choice(reals, 20), *rng.uniform(reals[0] - 1, reals[-1] + 1, 20), reals[0] - 5, reals[-1] + 5]:
-        lowest = maps.lowest_level(float(threshold))
-        reached = levels.astype(np.int64) >= lowest
-        np.testing.assert_array_equal(reached, reals >= threshold, err_msg=f"threshold {threshold}")
+    # Thresholds on, just beside, between and beyond the levels' reals; compared as the
+    # post-processor compares its float32 maps with a Python float (in float32).
+    on = rng.choice(reals, 20).astype(np.float64)
+    beside = [*np.nextafter(on, np.inf), *np.nextafter(on, -np.inf), *(on + 1e-9), *(on - 1e-9)]
+    between = rng.uniform(reals[0] - 1, reals[-1] + 1, 20)
+    for threshold in map(float, [*on, *beside, *between, reals[0] - 5, reals[-1] + 5, -np.inf, np.inf, np.nan]):
+        reached = levels.astype(np.int64) >= maps.lowest_level(threshold)
+        np.testing.assert_array_equal(reached, reals >= threshold, err_msg=f"threshold {threshold!r}")
 
 
 def test_dequantize_keeps_layout_and_rejects_what_is_not_quantised():
