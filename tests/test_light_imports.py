@@ -17,6 +17,7 @@ ON_DEVICE = (
     "kpnet_edge.artifacts",
     "kpnet_edge.preprocess",
     "kpnet_edge.postprocess",
+    "kpnet_edge.quantized_maps",
     "kpnet_edge.geometry",
     "kpnet_edge.imageio",
     "kpnet_edge.detector",
