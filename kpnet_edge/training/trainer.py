@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from kpnet_edge.checkpoint import read_checkpoint, save_checkpoint
+from kpnet_edge.checkpoint import load_drnet, read_checkpoint, save_checkpoint
 from kpnet_edge.data.mtfl import load_mtfl
 from kpnet_edge.datapaths import data_root
 from kpnet_edge.errors import KpnetError
@@ -32,6 +32,7 @@ from kpnet_edge.training.dataset import (Batch, MixedSizeBatches, MixtureDataset
 from kpnet_edge.training.photos import PhotoSampler, load_photos
 from kpnet_edge.data.splits import check_split, split_records, write_split
 from kpnet_edge.training.losses import keypoint_loss, scale_bce_loss, scale_focal_loss, soft_argmax_in_windows
+from kpnet_edge.training.narrow import narrow_head
 from kpnet_edge.training.synth import SceneGenerator
 
 
@@ -61,7 +62,7 @@ class TrainConfig:
     mtfl_list: str = ""
     backgrounds: str = ""
     max_faces: int = 0  # use only the first N MTFL faces (0: all); for smoke tests
-    init_from: str = ""  # start from these weights with a fresh optimiser (fine-tuning)
+    init_from: str = ""  # start from these weights with a fresh optimiser (fine-tuning); a wider head is narrowed
     synthetic_weight: float = 1.0  # mixture weight of synthetic MTFL scenes (0: none)
     # Real labelled photos: [{name, labels (RetinaFace label.txt), images, weight, min_quality,
     # val_fraction}]; each source's validation split is held out and recorded in splits_dir.
@@ -102,6 +103,20 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _load_initial_weights(model: DRNet, path: str) -> None:
+    """init_from's weights into `model`. A checkpoint whose widths differ only by a wider head is
+    narrowed to model's head first (training.narrow), so a cheaper variant starts trained."""
+    source = load_drnet(path)
+    if source.widths != model.widths:
+        same_body = {k: v for k, v in source.widths.items() if k != "head"} == {
+            k: v for k, v in model.widths.items() if k != "head"}
+        if not (same_body and model.widths["head"] < source.widths["head"]):
+            raise KpnetError(f"{path}: a DRNet of widths {source.widths} cannot start one of widths "
+                             f"{model.widths} (only a narrower head can be derived from it)")
+        source = narrow_head(source, model.widths["head"])
+    model.load_state_dict(source.state_dict())
 
 
 def _seed_everything(seed: int) -> None:
@@ -176,7 +191,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     )
     start = 0
     if cfg.init_from:
-        model.load_state_dict(read_checkpoint(cfg.init_from)["state_dict"])
+        _load_initial_weights(model, cfg.init_from)
     if resume:
         state = read_checkpoint(resume)
         model.load_state_dict(state["state_dict"])
