@@ -1,7 +1,8 @@
 """End-to-end latency of KPNet on every backend and precision available, beside YuNet-n@320 and
 YuNet-s@640, in one run: already-decoded photos in, faces in image pixels out, one image per call.
 
-    python benchmarks/latency.py [--model DIR] [--threads 2] [--frames 200] [--rounds 5]
+    python benchmarks/latency.py [--model DIR] [--variant NAME=DIR ...] [--files tflite:int8,...]
+                                 [--threads 2] [--frames 200] [--rounds 5]
 
 Per KPNet row: letterbox (pre), model, post-process (post) and end to end, p50 and p99 in ms, and
 frames per second at the end-to-end median; every row also has the process's CPU time per frame
@@ -9,8 +10,9 @@ frames per second at the end-to-end median; every row also has the process's CPU
 project's teacher does (resize so the longer edge fills the input, pad, detect, map back); its
 pre/model/post are not separable there, so it has end-to-end times only. Pipelines take turns in
 `--rounds` rounds, so a change in the machine's load (the dev machine is shared with training)
-hits every row alike: compare rows of one run, not runs. Writes benchmarks/results/latency.json and
-latency.md (the table in the README).
+hits every row alike: compare rows of one run, not runs. `--variant NAME=DIR` adds another convert
+folder's files (e.g. a cheaper DRNet) as rows named kpnet-NAME, in the same turns. Writes
+benchmarks/results/latency.json and latency.md (the table in the README).
 """
 
 from __future__ import annotations
@@ -79,17 +81,19 @@ def open_pipelines(args: argparse.Namespace, threads: int) -> tuple[dict[str, Pi
             pipelines[f"kpnet torch fp32 @{size}"] = kpnet_pipeline(detector)
         except (KpnetError, ImportError) as error:
             missing[f"kpnet torch fp32 @{size}"] = str(error)
-    for backend, precision in KPNET_FILES if args.model else ():
-        name = f"kpnet {backend} {precision} @{size}"
-        try:
-            detector = FaceDetector.from_artifacts(args.model, backend, precision, threads=threads)
-        except (KpnetError, ImportError) as error:
-            missing[name] = str(error)
-            continue
-        if detector.input_size != size:
-            missing[name] = f"the folder's model takes {detector.input_size}, not {size}"
-            continue
-        pipelines[name] = kpnet_pipeline(detector)
+    folders = ([("kpnet", args.model)] if args.model else []) + [(f"kpnet-{n}", d) for n, d in args.variant]
+    for label, folder in folders:
+        for backend, precision in args.files:
+            name = f"{label} {backend} {precision} @{size}"
+            try:
+                detector = FaceDetector.from_artifacts(folder, backend, precision, threads=threads)
+            except (KpnetError, ImportError) as error:
+                missing[name] = str(error)
+                continue
+            if detector.input_size != size:
+                missing[name] = f"the folder's model takes {detector.input_size}, not {size}"
+                continue
+            pipelines[name] = kpnet_pipeline(detector)
     for variant, yunet_size in YUNET:
         name = f"yunet-{variant} opencv fp32 @{yunet_size}"
         path = args.yunet / f"yunet_{variant}_{yunet_size}_{yunet_size}.onnx"
@@ -157,9 +161,29 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _variant(text: str) -> tuple[str, Path]:
+    name, separator, folder = text.partition("=")
+    if not separator or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+    return name, Path(folder)
+
+
+def _files(text: str) -> list[tuple[str, str]]:
+    files = [tuple(item.split(":", 1)) for item in text.split(",") if item]
+    unknown = [":".join(f) for f in files if f not in KPNET_FILES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; known: "
+                                         f"{', '.join(b + ':' + p for b, p in KPNET_FILES)}")
+    return files  # type: ignore[return-value]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="a `kpnet-edge convert` output folder (default: torch only)")
+    parser.add_argument("--variant", type=_variant, action="append", default=[], metavar="NAME=DIR",
+                        help="another convert folder timed in the same run, rows named kpnet-NAME (repeatable)")
+    parser.add_argument("--files", type=_files, default=list(KPNET_FILES), metavar="BACKEND:PRECISION,...",
+                        help="which files of each folder to time (default: every one it has)")
     parser.add_argument("--weights", type=Path, help="checkpoint of the torch row (default: the shipped one)")
     parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch row")
     parser.add_argument("--images", type=Path, help="photos (default: WIDER-val-200-dev's images)")
