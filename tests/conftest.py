@@ -70,6 +70,20 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+def randomise_batchnorm(model) -> None:  # noqa: ANN001 (torch stays out of conftest's imports)
+    """Give every BatchNorm of `model` non-trivial statistics and affine terms, as training leaves
+    them (a fresh model's are identity, which hides folding and channel-selection mistakes)."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+
+
 TINY_BATCH = 2
 """Fixed-batch files of the shared conversion are made for this batch too."""
 

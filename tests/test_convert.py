@@ -35,7 +35,7 @@ from kpnet_edge.quantization.agreement import decoded_agreement, logit_error
 from kpnet_edge.quantization.calibration import CalibrationWarning, build_calibration_set
 from kpnet_edge.runtimes.registry import choose_model, open_runtime
 
-from conftest import TINY_BATCH
+from conftest import TINY_BATCH, randomise_batchnorm
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -301,13 +301,8 @@ def _bn_drnet(path: Path) -> Path:
     heads scaled up so its maps have peaks, saved to path."""
     torch.manual_seed(0)
     model = DRNet(stem=8, mid=16, deep=32, head=8)
+    randomise_batchnorm(model)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
         model.landmark_head.weight.mul_(20)
         model.scale_head.weight.mul_(20)
         model.scale_head.bias.fill_(-2.0)

@@ -12,6 +12,8 @@ from kpnet_edge.model import DRNet
 from kpnet_edge.training.narrow import head_channel_importance, narrow_head
 from kpnet_edge.training.trainer import _load_initial_weights
 
+from conftest import randomise_batchnorm
+
 WIDTHS = {"stem": 8, "mid": 16, "deep": 32, "head": 8}
 
 
@@ -19,13 +21,7 @@ def trained_like(seed: int = 0) -> DRNet:
     """A tiny random DRNet with non-trivial BatchNorm statistics (as training leaves them)."""
     torch.manual_seed(seed)
     model = DRNet(**WIDTHS)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
+    randomise_batchnorm(model)
     return model.eval()
 
 
