@@ -145,6 +145,66 @@ def test_confident_peak_maps_equal_naive_reference(method):
         np.testing.assert_allclose(peaks[p], ref_peaks, atol=1e-9, err_msg=f"window {window}")
 
 
+def assert_equals_naive(heat: np.ndarray, windows: np.ndarray, method: str) -> None:
+    points, peaks = scale_adaptive_soft_argmax(heat, windows, method=method)
+    for p, window in enumerate(windows):
+        ref_points, ref_peaks = naive_soft_argmax(heat, window)
+        np.testing.assert_allclose(points[p], ref_points, atol=1e-6, err_msg=f"window {window}")
+        np.testing.assert_allclose(peaks[p], ref_peaks, atol=1e-9, err_msg=f"window {window}")
+
+
+@pytest.mark.parametrize("method", SOFT_ARGMAX_METHODS)
+def test_five_confident_faces_with_any_window_size_equal_naive_reference(method):
+    """Five confident peaks per channel and windows of every scale bin (2 to 124 cells a side)."""
+    rng = np.random.default_rng(13)
+    heat = rng.normal(0.0, 2.0, (config.NUM_LANDMARKS, MAP, MAP)).astype(np.float32)
+    for _ in range(5):
+        heat[np.arange(config.NUM_LANDMARKS), rng.integers(0, MAP, 5), rng.integers(0, MAP, 5)] = 40.0
+    assert_equals_naive(heat, random_proposals(rng, 120, (0, config.NUM_SCALES)), method)
+
+
+@pytest.mark.parametrize("method", SOFT_ARGMAX_METHODS)
+def test_isolated_and_crowded_tops_side_by_side_equal_naive_reference(method):
+    """Channels whose top cells are set aside (one peak; exactly the cap of 32 high cells) next to
+    channels whose are not (33 high cells; plain noise; a smooth ramp)."""
+    rng = np.random.default_rng(14)
+    heat = rng.normal(0.0, 2.0, (config.NUM_LANDMARKS, MAP, MAP)).astype(np.float32)
+    heat[0, 70, 20] = 45.0
+    cells = rng.choice(MAP * MAP, 33, replace=False)
+    heat[1].flat[cells[:32]] = rng.uniform(30, 40, 32)
+    heat[2].flat[cells] = rng.uniform(30, 40, 33)
+    heat[4] = np.linspace(-30, 30, MAP)[None, :] + heat[4]
+    assert_equals_naive(heat, random_proposals(rng, 150, (5, 50)), method)
+
+
+def test_a_confident_peak_costs_no_second_round(monkeypatch):
+    """The tables' first round sets a confident peak aside, so no window waits for a second."""
+    from kpnet_edge import postprocess as module
+
+    rounds = []
+    original = module._window_sums
+    monkeypatch.setattr(module, "_window_sums", lambda *args: rounds.append(1) or original(*args))
+    rng = np.random.default_rng(11)
+    heat = rng.normal(0.0, 2.0, (config.NUM_LANDMARKS, MAP, MAP)).astype(np.float32)
+    heat[np.arange(config.NUM_LANDMARKS), rng.integers(0, MAP, 5), rng.integers(0, MAP, 5)] = 40.0
+    scale_adaptive_soft_argmax(heat, random_proposals(rng, 200, (10, 50)), method="tables")
+    assert len(rounds) == 1
+
+
+@pytest.mark.parametrize("method", ["windows", "auto"])
+def test_tiny_and_huge_windows_together_equal_naive_reference(method):
+    """Gathering pads each group of windows to its largest: many 3-cell windows beside two that
+    span the map must not be padded to them, nor computed wrongly."""
+    rng = np.random.default_rng(15)
+    heat = (rng.normal(size=(config.NUM_LANDMARKS, MAP, MAP)) * 4).astype(np.float32)
+    small = rng.integers(0, MAP - 3, (60, 2))
+    windows = np.concatenate([
+        np.concatenate([small, small + 2], axis=1),
+        [[0, 0, MAP - 1, MAP - 1], [10, 5, 90, 100]],
+    ])
+    assert_equals_naive(heat, windows, method)
+
+
 def test_postprocess_on_confident_peak_maps_equals_naive_pipeline():
     """End to end on the same kind of maps: every face's landmarks are the naive soft-argmax of
     its proposal's window, and every proposal is returned (all score 0.98, distinct cells, no NMS)."""
@@ -223,6 +283,15 @@ def test_nms_keeps_zero_area_boxes_as_the_reference_does():
     boxes = np.array([[0, 0, 0, 0], [5, 5, 5, 5], [0, 0, 10, 10], [1, 1, 10, 10], [3, 3, 3, 9]], dtype=float)
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
     assert nms(boxes, scores, 0.6).tolist() == reference_nms(boxes, scores, 0.6) == [0, 1, 2, 4]
+
+
+def test_nms_keeps_apart_boxes_too_small_for_opencv():
+    """The box of five identical landmarks (flat heatmaps) is ~1e-14 wide after rounding; OpenCV
+    would call any two such boxes duplicates, however far apart."""
+    corners = np.array([[40.5, 40.5], [90.5, 90.5], [140.5, 140.5], [190.5, 190.5]])
+    boxes = np.concatenate([corners, corners + 3e-14], axis=1)
+    scores = np.array([0.1, 0.3, 0.6, 0.9])
+    assert nms(boxes, scores, 0.6).tolist() == reference_nms(boxes, scores, 0.6) == [3, 2, 1, 0]
 
 
 def test_pairwise_iou_handles_degenerate_boxes():
