@@ -240,7 +240,12 @@ def find_proposals(
     num_scales, height, width = scale_logits.shape
     ys, xs = np.divmod(flat_cells, width)
     vectors = scale_logits[:, ys, xs]  # (S, C); NaN is never at or above the threshold
-    bins, which = np.nonzero(vectors >= threshold)
+    # Bins with a higher neighbouring bin in their own cell cannot be peaks: dropping them here,
+    # on the (S, C) block, spares the 26-neighbour gather below most of its work (~5x).
+    candidates = vectors >= threshold
+    candidates[1:] &= ~(vectors[:-1] > vectors[1:])
+    candidates[:-1] &= ~(vectors[1:] > vectors[:-1])
+    bins, which = np.nonzero(candidates)
     ys, xs = ys[which], xs[which]
     values = vectors[bins, which]  # the map's dtype: int8 levels must not meet float64 rounding
 

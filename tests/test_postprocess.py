@@ -14,6 +14,7 @@ from kpnet_edge.geometry import FaceTemplate, boxes_from_landmarks
 from kpnet_edge.postprocess import (
     SOFT_ARGMAX_METHODS,
     PostprocessParams,
+    find_proposals,
     nms,
     pairwise_iou,
     postprocess,
@@ -82,6 +83,39 @@ def test_letterbox_undo_scales_everything():
     back = found.scaled(2.5)
     np.testing.assert_allclose(back.landmarks, found.landmarks * 2.5)
     np.testing.assert_allclose(back.boxes, found.boxes * 2.5)
+
+
+def naive_proposals(scale: np.ndarray, threshold: float) -> list[tuple[float, int, int, int]]:
+    """(logit, bin, y, x) of every bin at or above `threshold` that no neighbour over (bin, y, x)
+    exceeds (neighbours beyond the border clip onto it), highest first, ties by bin then cell."""
+    bins, height, width = scale.shape
+    found = []
+    for b in range(bins):
+        for y in range(height):
+            for x in range(width):
+                value = scale[b, y, x]
+                if not value >= threshold:
+                    continue
+                neighbours = [
+                    scale[min(max(b + db, 0), bins - 1), min(max(y + dy, 0), height - 1), min(max(x + dx, 0), width - 1)]
+                    for db in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                ]
+                if not any(n > value for n in neighbours):
+                    found.append((float(value), b, y, x))
+    return sorted(found, key=lambda item: -item[0])  # stable: ties keep (bin, y, x) order
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_proposals_equal_naive_local_maxima(seed):
+    """Integer-valued maps (ties and plateaus everywhere, some NaN): the local maxima, their order
+    and their logits are those of a plain loop over every cell and bin."""
+    rng = np.random.default_rng(seed)
+    scale = rng.integers(-3, 4, (config.NUM_SCALES, 12, 14)).astype(np.float32)
+    scale[rng.random(scale.shape) < 0.02] = np.nan
+    params = PostprocessParams(score_threshold=0.5, max_proposals=10_000, max_candidate_cells=10_000)
+    cells, bins, logits = find_proposals(scale, params)
+    found = [(float(v), int(b), int(y), int(x)) for v, b, (y, x) in zip(logits, bins, cells)]
+    assert found == naive_proposals(scale, 0.0)
 
 
 def naive_soft_argmax(heat: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
