@@ -239,7 +239,10 @@ def find_proposals(
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64), np.zeros(0)
     num_scales, height, width = scale_logits.shape
     ys, xs = np.divmod(flat_cells, width)
-    vectors = scale_logits[:, ys, xs]  # (S, C); NaN is never at or above the threshold
+    as_rows = _pixel_rows(scale_logits, (scale_logits.dtype,))  # (H * W, S) for an NHWC view
+    flat_maps = as_rows if as_rows is not None else scale_logits.reshape(num_scales, -1)  # copies only odd strides
+    # (S, C); NaN is never at or above the threshold
+    vectors = np.take(flat_maps, flat_cells, axis=0).T if as_rows is not None else flat_maps[:, flat_cells]
     # Bins with a higher neighbouring bin in their own cell cannot be peaks: dropping them here,
     # on the (S, C) block, spares the 26-neighbour gather below most of its work (~5x).
     candidates = vectors >= threshold
@@ -255,7 +258,8 @@ def find_proposals(
     ny = np.clip(ys[:, None] + _NEIGHBOUR_OFFSETS[:, 1], 0, height - 1)
     nx = np.clip(xs[:, None] + _NEIGHBOUR_OFFSETS[:, 2], 0, width - 1)
     # "No neighbour is higher" rather than "all are lower or equal": a NaN neighbour never wins.
-    is_peak = ~np.any(scale_logits[nb, ny, nx] > values[:, None], axis=1)
+    neighbours = flat_maps[ny * width + nx, nb] if as_rows is not None else flat_maps[nb, ny * width + nx]
+    is_peak = ~np.any(neighbours > values[:, None], axis=1)
     bins, ys, xs, values = bins[is_peak], ys[is_peak], xs[is_peak], values[is_peak]
     order = _best_first(values)[: params.max_proposals]
     cells = np.stack([ys[order], xs[order]], axis=1)
@@ -470,18 +474,20 @@ def _gathered_moments(heat: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray
     cols = np.minimum(x1[:, None] + across, x2[:, None])
     cells = (rows[:, :, None] * width + cols[:, None, :]).reshape(-1)
     pixels = _pixel_rows(heat)
-    if pixels is not None:  # channels-last: gather whole pixels, no copy of the map
-        block = np.ascontiguousarray(np.take(pixels, cells, axis=0).T, dtype=np.float64)  # take: ~4x [cells]
+    if pixels is not None:  # channels-last: gather whole pixels (take: ~4x [cells]), no map copy
+        gathered = np.take(pixels, cells, axis=0).T
     else:
-        block = np.take(heat.reshape(channels, -1), cells, axis=1).astype(np.float64)
-    block = block.reshape(channels * len(windows), tall * wide)
-    if not cv2.checkRange(block, True, -_HEATMAP_CLAMP, _HEATMAP_CLAMP)[0]:  # NaN fails it too
+        gathered = np.take(heat.reshape(channels, -1), cells, axis=1)
+    in_range = cv2.checkRange(gathered.reshape(channels, -1), True, -_HEATMAP_CLAMP, _HEATMAP_CLAMP)[0]
+    block = gathered.astype(np.float64, order="C").reshape(channels * len(windows), tall * wide)
+    if not in_range:  # NaN fails the check too
         _clamp_logits(block)
     np.subtract(block, cv2.reduce(block, 1, cv2.REDUCE_MAX), out=block)
     cv2.exp(block, block)
-    inside = (down <= (y2 - y1)[:, None])[:, :, None] & (across <= (x2 - x1)[:, None])[:, None, :]
-    weights = block.reshape(channels, len(windows), tall * wide)
-    weights *= inside.reshape(len(windows), tall * wide)
+    if (y2 - y1).min() + 1 < tall or (x2 - x1).min() + 1 < wide:  # some windows are padded
+        inside = (down <= (y2 - y1)[:, None])[:, :, None] & (across <= (x2 - x1)[:, None])[:, None, :]
+        weights = block.reshape(channels, len(windows), tall * wide)
+        weights *= inside.reshape(len(windows), tall * wide)
     # One matrix product sums every window's weights, x weights and y weights.
     basis = np.stack([np.ones(tall * wide), np.tile(across, tall), np.repeat(down, wide)], axis=1)
     moments = (block @ basis).reshape(channels, len(windows), 3).transpose(1, 0, 2)
