@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ import numpy as np
 
 from kpnet_edge import config
 from kpnet_edge.postprocess import Detections, PostprocessParams, postprocess
-from kpnet_edge.preprocess import check_input_size, letterbox_into
+from kpnet_edge.preprocess import Letterbox, check_input_size, letterbox_into
 from kpnet_edge.runtimes.base import Runtime
+from kpnet_edge.runtimes.tensors import Outputs
 
 
 @dataclass(frozen=True)
@@ -132,15 +134,23 @@ class FaceDetector:
         canvases = self._canvases(len(images))
         boxes = [letterbox_into(image, canvas, color_order) for image, canvas in zip(images, canvases)]
         loaded = time.perf_counter()
+        outputs = self._run_model(canvases)
+        ran = time.perf_counter()
+        results = self._faces(boxes, outputs)
+        return results, StageTimes(pre=loaded - start, model=ran - loaded, post=time.perf_counter() - ran)
+
+    def _run_model(self, canvases: np.ndarray) -> Outputs:
         # Quantised outputs stay quantised: the post-processor reads int8 levels in place of a
         # float32 copy 4x their size (TFLite INT8: 0.5 ms a frame on 2 cores), same faces.
-        scale_logits, landmark_logits = self.runtime.run(canvases, dequantize=False)
-        ran = time.perf_counter()
+        return self.runtime.run(canvases, dequantize=False)
+
+    def _faces(self, boxes: list[Letterbox], outputs: Outputs) -> list[list[Face]]:
+        """Post-processed faces of each canvas, in original image pixels."""
         results = []
-        for box, scale_map, heatmaps in zip(boxes, scale_logits, landmark_logits):
+        for box, scale_map, heatmaps in zip(boxes, *outputs):
             detections = postprocess(scale_map, heatmaps, self.params)
             results.append(faces_from_detections(detections.scaled(1.0 / box.scale)))
-        return results, StageTimes(pre=loaded - start, model=ran - loaded, post=time.perf_counter() - ran)
+        return results
 
     def _canvases(self, count: int) -> np.ndarray:
         """(count, N, N, 3) uint8 canvases from this thread's buffer, reused across calls."""
@@ -150,16 +160,50 @@ class FaceDetector:
             self._buffers.canvases = buffer
         return buffer[:count]
 
-    def detect_stream(self, images: Iterable[np.ndarray], color_order: str = "bgr") -> Iterator[list[Face]]:
-        """Faces of each image of a stream (e.g. video frames), batched by `batch_size`."""
-        batch: list[np.ndarray] = []
-        for image in images:
-            batch.append(image)
-            if len(batch) == self.batch_size:
+    def detect_stream(
+        self, images: Iterable[np.ndarray], color_order: str = "bgr", overlap: bool = False
+    ) -> Iterator[list[Face]]:
+        """Faces of each image of a stream (e.g. video frames), batched by `batch_size`.
+
+        overlap: post-process each batch on a worker thread while the model runs on the next one
+        (faces still come in order). It pays where the runtime's threads leave a core free: on 2
+        cores, a 1-thread TFLite INT8 model went from 140 to 157 frames a second, and with 2
+        threads from 226 down to 208 (benchmarks/stream_overlap.py). A failing source or model
+        still hands on the faces of the frames before it, then raises.
+        """
+        if not overlap:
+            for batch in _batches(images, self.batch_size):
                 yield from self.detect_batch(batch, color_order)
-                batch = []
-        if batch:
-            yield from self.detect_batch(batch, color_order)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpnet-post") as pool:
+            pending: Future[list[list[Face]]] | None = None
+            failure: Exception | None = None
+            try:
+                for batch in _batches(images, self.batch_size):
+                    canvases = self._canvases(len(batch))
+                    boxes = [letterbox_into(image, canvas, color_order) for image, canvas in zip(batch, canvases)]
+                    job = pool.submit(self._faces, boxes, self._run_model(canvases))
+                    if pending is not None:
+                        yield from pending.result()
+                    pending = job
+            except Exception as error:  # the source or the model failed: first hand on what was found
+                failure = error
+            if pending is not None:
+                yield from pending.result()
+            if failure is not None:
+                raise failure
+
+
+def _batches(images: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    """Lists of `size` images (the last one shorter) from a stream."""
+    batch: list[np.ndarray] = []
+    for image in images:
+        batch.append(image)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _fixed_input_size(runtime: Runtime) -> int | None:

@@ -49,7 +49,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("read_ahead", [[], ["--read-ahead", "0"], ["--read-ahead", "1"]])
+@pytest.mark.parametrize("read_ahead", [[], ["--read-ahead", "0"], ["--read-ahead", "1"], ["--overlap", "--batch", "2"]])
 def test_folder_gives_one_record_per_image(read_ahead, images, weights, tmp_path, capsys):
     out = tmp_path / "out.json"
     code, _, _ = run_cli(["detect", str(images), "--weights", str(weights), "--json", str(out),
@@ -138,12 +138,12 @@ def test_a_cut_off_jpeg_the_decoder_accepts_is_used_with_a_warning(images, weigh
     assert [Path(r["image"]).name for r in json.loads(out.read_text())] == ["a.jpg", "b.png", "c.png", "cut.jpg"]
 
 
-@pytest.mark.parametrize("read_ahead", ["0", "4"])
+@pytest.mark.parametrize("read_ahead", [["--read-ahead", "0"], ["--read-ahead", "4"], ["--overlap", "--batch", "1"]])
 def test_folder_with_a_bad_image_processes_the_rest(read_ahead, images, weights, tmp_path, capsys):
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     out = tmp_path / "out.json"
     code, _, err = run_cli(["detect", str(images), "--weights", str(weights), "--json", str(out),
-                            "--read-ahead", read_ahead], capsys)
+                            *read_ahead], capsys)
     assert code == 1
     assert "broken.jpg" in err
     assert len(json.loads(out.read_text())) == 3

@@ -4,6 +4,7 @@ memory stays flat over a thousand frames per backend."""
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,6 +60,43 @@ def test_threads_sharing_a_detector_get_serial_results(backend, artifacts, frame
         threaded = list(pool.map(lambda i: detector.detect(frames[i]), work))
     for i, faces in zip(work, threaded):
         assert_same_faces(faces, serial[i], f"{backend} frame {i}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_overlapped_stream_gives_the_serial_faces_in_order(backend, batch_size, artifacts, frames):
+    """detect_stream(overlap=True) post-processes a batch while the next one runs: same faces,
+    same order, the last partial batch included (12 frames in batches of 5)."""
+    detector = FaceDetector.from_artifacts(artifacts, backend, params=PARAMS, batch_size=batch_size)
+    serial = [detector.detect(frame) for frame in frames]
+    assert sum(map(len, serial)) > 0, "no faces to compare"
+    overlapped = list(detector.detect_stream(iter(frames), overlap=True))
+    assert len(overlapped) == len(frames)
+    for i, (faces, want) in enumerate(zip(overlapped, serial)):
+        assert_same_faces(faces, want, f"{backend} frame {i}")
+
+
+def test_overlapped_stream_raises_a_failing_source_after_the_faces_before_it(artifacts, frames):
+    detector = FaceDetector.from_artifacts(artifacts, "onnx", params=PARAMS)
+
+    def source():
+        yield from frames[:3]
+        raise OSError("camera unplugged")
+
+    stream = detector.detect_stream(source(), overlap=True)
+    found = []
+    with pytest.raises(OSError, match="camera unplugged"):
+        for faces in stream:
+            found.append(faces)
+    assert len(found) == 3
+
+
+def test_leaving_an_overlapped_stream_early_stops_it(artifacts, frames):
+    detector = FaceDetector.from_artifacts(artifacts, "onnx", params=PARAMS)
+    stream = detector.detect_stream(iter(frames), overlap=True)
+    next(stream)
+    stream.close()  # no "generator ignored GeneratorExit"; the worker thread is joined
+    assert [t.name for t in threading.enumerate() if t.name.startswith("kpnet-post")] == []
 
 
 def test_openvino_async_requests_from_threads_get_serial_results(artifacts, frames):

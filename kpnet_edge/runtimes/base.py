@@ -17,6 +17,8 @@ class Runtime(Protocol):
     dtypes and output order. With dequantize=False, an output the model itself quantises (a TFLite
     INT8 file's int8 maps) comes back as QuantizedMaps instead, levels plus quantisation, for the
     post-processor to read without a float32 copy; float outputs are float32 either way.
+    The outputs belong to the caller: a later `run` never overwrites them (FaceDetector's
+    detect_stream(overlap=True) post-processes one batch while the next one runs).
     """
 
     name: str
