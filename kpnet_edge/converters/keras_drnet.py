@@ -94,7 +94,14 @@ class _Builder:
         return self.layers.ReLU(name=f"{name}_relu")(self.layers.Add(name=f"{name}_add")([y, skip]))
 
     def upsample(self, x: Any, name: str) -> Any:
-        return self.layers.UpSampling2D(2, interpolation="nearest", name=name)(x)
+        """Nearest-neighbour 2x, as four copies of the channels put in place by depth_to_space:
+        the same values as UpSampling2D, in ops XNNPACK runs. UpSampling2D converts to TILE, which
+        XNNPACK does not take: the INT8 graph ran in five delegate partitions with reference
+        TILE kernels between them."""
+        import tensorflow as tf
+
+        copies = self.layers.Concatenate(name=f"{name}_copies")([x] * 4)
+        return self.layers.Lambda(lambda t: tf.nn.depth_to_space(t, 2), name=name)(copies)
 
 
 def fold_batch_norm(conv: nn.Conv2d, batch_norm: nn.BatchNorm2d | None) -> tuple[np.ndarray, np.ndarray]:
