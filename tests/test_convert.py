@@ -93,6 +93,20 @@ def test_int8_tflite_takes_raw_uint8_pixels_and_describes_its_outputs(tiny_model
     assert entry.output("landmark_logits").shape[-1] == config.NUM_LANDMARKS
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tflite_files_run_whole_in_xnnpack(tiny_models: Path, precision: str) -> None:
+    """Every op is one XNNPACK knows: Keras' UpSampling2D became TILE, which it does not, and split
+    the graph into five delegate partitions with reference kernels between them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    entry = load_manifest(tiny_models).find("tflite", precision)
+    interpreter = Interpreter(model_path=str(tiny_models / entry.file), num_threads=1)
+    interpreter.allocate_tensors()
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]  # the graph's nodes, delegates included
+    assert "TILE" not in ops
+    assert ops.count("DELEGATE") == 1
+
+
 def test_manifest_validates_and_records_calibration_tools_and_parity(tiny_models: Path) -> None:
     manifest = load_manifest(tiny_models, verify=True)
     assert len(manifest.models) == len(MADE)
