@@ -239,10 +239,12 @@ def find_proposals(
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64), np.zeros(0)
     num_scales, height, width = scale_logits.shape
     ys, xs = np.divmod(flat_cells, width)
-    as_rows = _pixel_rows(scale_logits, (scale_logits.dtype,))  # (H * W, S) for an NHWC view
-    flat_maps = as_rows if as_rows is not None else scale_logits.reshape(num_scales, -1)  # copies only odd strides
+    # The map as (H * W, S) pixel rows when it is an NHWC view, else as (S, H * W) planes (a copy
+    # only for odd strides): either reads a cell's bins without a strided 3-D gather.
+    pixels = _pixel_rows(scale_logits, (scale_logits.dtype,))
+    planes = scale_logits.reshape(num_scales, -1) if pixels is None else None
     # (S, C); NaN is never at or above the threshold
-    vectors = np.take(flat_maps, flat_cells, axis=0).T if as_rows is not None else flat_maps[:, flat_cells]
+    vectors = planes[:, flat_cells] if pixels is None else np.take(pixels, flat_cells, axis=0).T
     # Bins with a higher neighbouring bin in their own cell cannot be peaks: dropping them here,
     # on the (S, C) block, spares the 26-neighbour gather below most of its work (~5x).
     candidates = vectors >= threshold
@@ -258,7 +260,8 @@ def find_proposals(
     ny = np.clip(ys[:, None] + _NEIGHBOUR_OFFSETS[:, 1], 0, height - 1)
     nx = np.clip(xs[:, None] + _NEIGHBOUR_OFFSETS[:, 2], 0, width - 1)
     # "No neighbour is higher" rather than "all are lower or equal": a NaN neighbour never wins.
-    neighbours = flat_maps[ny * width + nx, nb] if as_rows is not None else flat_maps[nb, ny * width + nx]
+    around = ny * width + nx
+    neighbours = planes[nb, around] if pixels is None else pixels[around, nb]
     is_peak = ~np.any(neighbours > values[:, None], axis=1)
     bins, ys, xs, values = bins[is_peak], ys[is_peak], xs[is_peak], values[is_peak]
     order = _best_first(values)[: params.max_proposals]
