@@ -481,7 +481,7 @@ def _gathered_moments(heat: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray
         gathered = np.take(pixels, cells, axis=0).T
     else:
         gathered = np.take(heat.reshape(channels, -1), cells, axis=1)
-    in_range = cv2.checkRange(gathered.reshape(channels, -1), True, -_HEATMAP_CLAMP, _HEATMAP_CLAMP)[0]
+    in_range = cv2.checkRange(gathered, True, -_HEATMAP_CLAMP, _HEATMAP_CLAMP)[0]  # (K, cells)
     block = gathered.astype(np.float64, order="C").reshape(channels * len(windows), tall * wide)
     if not in_range:  # NaN fails the check too
         _clamp_logits(block)
