@@ -381,27 +381,30 @@ def scale_adaptive_soft_argmax(
     landmark_logits = np.asarray(landmark_logits)
     num_channels = landmark_logits.shape[0]
     channels = list(range(num_channels) if peak_channels is None else peak_channels)
-    if method == "auto":
-        method = "windows" if _gathering_is_cheaper(windows) else "tables"
-    if method == "windows":
-        keypoints, peak_probabilities = _gathered_soft_argmax(landmark_logits, windows, _window_groups(windows))
+    if method == "tables":
+        groups = None
+    else:
+        groups = _window_groups(windows) if method == "windows" else _groups_if_cheaper(windows)
+    if groups is not None:
+        keypoints, peak_probabilities = _gathered_soft_argmax(landmark_logits, windows, groups)
         peak_probabilities[:, [c for c in range(num_channels) if c not in channels]] = np.nan
         return keypoints, peak_probabilities
     heat, channel_tops = _finite_logits(landmark_logits)
     return _table_soft_argmax(heat, channel_tops, windows, channels)
 
 
-def _gathering_is_cheaper(windows: np.ndarray) -> bool:
-    """Whether gathering the windows (in _window_groups) reads at most _WINDOWS_SHARE times the
-    cells of the tables' region (the windows' bounding box)."""
+def _groups_if_cheaper(windows: np.ndarray) -> list[np.ndarray] | None:
+    """The windows' _window_groups when gathering them reads at most _WINDOWS_SHARE times the
+    cells of the tables' region (the windows' bounding box), else None (use the tables)."""
     if len(windows) == 0:
-        return True
+        return []
     tall = windows[:, 3] - windows[:, 1] + 1
     wide = windows[:, 2] - windows[:, 0] + 1
     limit = _WINDOWS_SHARE * _table_region(windows)
     if int((tall * wide).sum()) > limit:  # the windows' own cells already exceed it
-        return False
-    return sum(_padded_cells(tall, wide, members) for members in _window_groups(windows)) <= limit
+        return None
+    groups = _window_groups(windows)
+    return groups if sum(_padded_cells(tall, wide, members) for members in groups) <= limit else None
 
 
 def _table_region(windows: np.ndarray) -> int:
