@@ -21,7 +21,6 @@ import argparse
 import importlib.metadata
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from kpnet_edge.datapaths import data_root
 from kpnet_edge.detector import FaceDetector
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.imageio import list_images, read_image
+from kpnet_edge.reporting import environment
 
 KPNET_FILES = (("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "fp16"),
                ("openvino", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
@@ -212,8 +212,7 @@ def main() -> None:
                 "taken in turns by every pipeline (rounds), so rows of one run share the machine's state",
         "images": f"{len(images)} from {folder} (max edge {max(max(i.shape[:2]) for i in images)} px)",
         "frames": args.frames, "rounds": args.rounds,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
-                   f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after (shared with training)",
+        "machine": f"{environment.summary()} after, {load_before[0]:.1f} before",
         "tools": _versions(),
         "runs": runs,
     }

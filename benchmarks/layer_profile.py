@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -29,6 +27,7 @@ from kpnet_edge.artifacts import ModelEntry, load_manifest, manifest_folder
 from kpnet_edge.datapaths import data_root
 from kpnet_edge.imageio import list_images, read_image
 from kpnet_edge.preprocess import letterbox
+from kpnet_edge.reporting import environment
 from kpnet_edge.runtimes.tensors import to_input
 
 LAYOUT_TYPES = {"Reorder", "Convert", "Transpose", "Reshape", "FakeQuantize", "Subgraph",
@@ -149,10 +148,8 @@ def main() -> None:
             continue
         models[name] = summarise(layers, args.top)
         print(f"{name:<16} {models[name]['total_ms']:8.2f} ms  {models[name]['ms_by_kernel_precision']}")
-    load = os.getloadavg()
     result = {"threads": args.threads, "frames": args.frames, "models": models,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                         f"load average {load[0]:.1f} at the end"}
+              "machine": environment.summary()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +43,7 @@ from kpnet_edge.postprocess import (
 )
 from kpnet_edge.preprocess import letterbox
 from kpnet_edge.quantized_maps import QuantizedMaps
+from kpnet_edge.reporting import environment
 from kpnet_edge.runtimes.base import Runtime
 
 Maps = list[tuple[np.ndarray | QuantizedMaps, np.ndarray | QuantizedMaps]]
@@ -185,13 +185,11 @@ def main() -> None:
         cases["real_int8"]["images"] = source
     for name, maps in synthetic_cases(real, defaults.max_proposals).items():
         cases[name] = measure(maps, everything, args.repeats)
-    load = os.getloadavg()
     result = {
         "goal": "p99 <= 1 ms per image",
         "cases": cases,
         "repeats": args.repeats,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"load average {load[0]:.1f} at the end",
+        "machine": environment.summary(),
         "numpy": np.__version__,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

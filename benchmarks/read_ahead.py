@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from kpnet_edge.datapaths import data_root
 from kpnet_edge.detector import FaceDetector
 from kpnet_edge.imageio import list_images, read_image
 from kpnet_edge.read_ahead import read_ahead
+from kpnet_edge.reporting import environment
 from kpnet_edge.runtimes.registry import SHIPPED_MODELS
 
 
@@ -68,7 +67,6 @@ def main() -> None:
             seconds[name].append(one_pass(detector, paths, depths[name]))
     rates = {name: round(len(paths) / float(np.median(values)), 1) for name, values in seconds.items()}
     names = list(depths)
-    load = os.getloadavg()
     result = {
         "pipeline": f"{args.backend} {args.precision}, {args.threads} threads, batch {args.batch}",
         "photos": len(paths),
@@ -76,8 +74,7 @@ def main() -> None:
         "photos_per_s": rates,
         "speed-up": round(rates[names[1]] / rates[names[0]], 3),
         "seconds": {name: [round(v, 3) for v in values] for name, values in seconds.items()},
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"load average {load[0]:.1f} at the end",
+        "machine": environment.summary(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 from kpnet_edge.datapaths import data_root
 from kpnet_edge.detector import FaceDetector
 from kpnet_edge.imageio import list_images, read_image
+from kpnet_edge.reporting import environment
 from kpnet_edge.runtimes.registry import SHIPPED_MODELS
 from kpnet_edge.teacher import YuNetTeacher
 
@@ -80,13 +79,11 @@ def main() -> None:
             "fps per round": {name: [round(v, 1) for v in values] for name, values in rates.items()},
         }
         print(f"{threads} threads: " + ", ".join(f"{name} {fps:.0f} fps" for name, fps in medians.items()))
-    load = os.getloadavg()
     result = {
         "pipeline": f"{args.backend} {args.precision}, one frame per model call, {len(frames)} decoded WIDER photos",
         "rounds": args.rounds,
         "runs": runs,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"load average {load[0]:.1f} at the end",
+        "machine": environment.summary(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

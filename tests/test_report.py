@@ -34,6 +34,7 @@ from kpnet_edge.model import DRNet
 from kpnet_edge.preprocess import letterbox
 from kpnet_edge.quantization.calibration import CalibrationWarning
 from kpnet_edge.reporting import models as report_models_module
+from kpnet_edge.reporting.environment import SIMD_FLAGS
 from kpnet_edge.reporting.gate import EXIT_CODE, FAIL, NOT_GATED, PASS
 from kpnet_edge.reporting.models import ReportModel
 from kpnet_edge.reporting.peers import LIVE, load_peers
@@ -279,6 +280,7 @@ def test_json_has_a_row_per_model_with_accuracy_drop_stages_and_latency(report_r
     assert rows["openvino-int8"]["latency"][0]["runtime"]["inference_precision_hint"]
     environment = report_run.data["environment"]
     assert environment["machine"]["cpu"] and environment["machine"]["logical_cores"] >= 1
+    assert set(environment["machine"]["simd"]) <= set(SIMD_FLAGS)
     assert {"numpy", "onnxruntime", "openvino"} <= set(environment["tools"])
 
 

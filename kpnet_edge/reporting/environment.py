@@ -19,12 +19,38 @@ def machine() -> dict:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": _cpu_model(),
+        "simd": simd_extensions(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+              "asimddp", "i8mm", "sve")
+"""CPU extensions that decide how fast int8 and float kernels run (x86 flags, Arm features): the
+same model's INT8 gain over FP32 differs several-fold between a CPU with VNNI and one without."""
+
+
+def simd_extensions() -> list[str]:
+    """Which of SIMD_FLAGS this CPU has (from /proc/cpuinfo; empty where it cannot be read)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return []
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith(("flags", "Features")):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in SIMD_FLAGS if flag in present]
+    return []
+
+
+def summary() -> str:
+    """One line naming the machine for a benchmark's result file: CPU model, its SIMD extensions,
+    logical cores and the load average now."""
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{_cpu_model()} ({', '.join(simd_extensions()) or 'SIMD unknown'}), {os.cpu_count()} cores{load}"
 
 
 def tool_versions() -> dict[str, str]:
