@@ -107,6 +107,27 @@ def test_tflite_files_run_whole_in_xnnpack(tiny_models: Path, precision: str) ->
     assert ops.count("DELEGATE") == 1
 
 
+def test_onnx_int8_is_qdq_with_7_bit_weights_and_float_output_layers(tiny_models: Path) -> None:
+    """The file ONNX Runtime's CPU integer kernels take: QDQ pairs, weights within 7 bits (full
+    8-bit weights saturate VPMADDUBSW on CPUs without VNNI), and the convolutions writing the
+    output maps computing in float (their input is the quantised activation before them)."""
+    import onnx
+    from onnx import numpy_helper
+
+    entry = load_manifest(tiny_models).find("onnx", "int8")
+    graph = onnx.load(str(tiny_models / entry.file)).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("QuantizeLinear") >= 5 and ops.count("DequantizeLinear") >= 5
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+    producers = {name: node for node in graph.node for name in node.output}
+    for output in graph.output:
+        node = producers[output.name]
+        while node.op_type != "Conv":
+            node = producers[node.input[0]]
+        assert node.input[1] not in producers, f"{output.name}: its convolution's weights are quantised"
+
+
 def test_manifest_validates_and_records_calibration_tools_and_parity(tiny_models: Path) -> None:
     manifest = load_manifest(tiny_models, verify=True)
     assert len(manifest.models) == len(MADE)
@@ -218,7 +239,7 @@ def test_converting_into_a_folder_merges_into_its_manifest(
 
 REFUSALS = [
     # (what, call(tmp_path, fixtures) -> None, message); nothing may be written in any case.
-    ("unknown target", lambda t, f: convert(None, ["onnx-int8"], t / "out"), "unknown target 'onnx-int8'"),
+    ("unknown target", lambda t, f: convert(None, ["tflite-fp16"], t / "out"), "unknown target 'tflite-fp16'"),
     ("option no target takes", lambda t, f: convert(t / "missing.pt", ["onnx-fp32"], t / "out", per_tensor=True),
      "--per-tensor does not apply here .*onnx-fp32 accepts --batch"),
     ("batch where no target takes it", lambda t, f: convert(t / "missing.pt", ["tflite-fp32", "tflite-int8"],
@@ -248,8 +269,6 @@ REFUSALS = [
     ("--out has models of another input size", lambda t, f: (
         _copy(f["tiny_models"], t / "out"), convert(f["tiny_weights"], ["onnx-fp32"], t / "out", input_size=320)),
      "its models take 256x256 canvases, these 320x320"),
-    ("format without INT8", lambda t, f: select_targets(["onnx"], int8=True),
-     "onnx has no INT8 target; INT8 is made for openvino, tflite"),
     ("unknown format", lambda t, f: select_targets(["onnx", "coreml"]),
      "unknown format coreml; choose from onnx, openvino, tflite"),
 ]
@@ -270,7 +289,7 @@ def test_refusals_come_first_and_write_nothing(
 def test_format_selection() -> None:
     assert [t.key for t in select_targets(["openvino"])] == ["openvino-fp32", "openvino-fp16"]
     chosen = select_targets(["tflite", "onnx"], int8=True)
-    assert [t.key for t in chosen] == ["onnx-fp32", "tflite-fp32", "tflite-int8"]
+    assert [t.key for t in chosen] == ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]
     assert set(PRECISIONS) >= {t.precision for t in TARGETS.values()} and set(FORMATS) == {t.format for t in TARGETS.values()}
 
 

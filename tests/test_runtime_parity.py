@@ -211,8 +211,8 @@ def test_outputs_are_found_by_the_manifest_not_by_their_order(backend, artifacts
 
 
 def test_missing_combination_names_what_the_manifest_offers(artifacts):
-    with pytest.raises(KpnetError, match=r"no onnx int8 model; the manifest offers .*tflite int8 batch 1"):
-        open_runtime(artifacts, "onnx", "int8")
+    with pytest.raises(KpnetError, match=r"no tflite fp16 model; the manifest offers .*onnx int8 batch 1"):
+        open_runtime(artifacts, "tflite", "fp16")
     with pytest.raises(KpnetError, match=r"tflite takes no option hint; its options are delegate"):
         open_runtime(artifacts, "tflite", "fp32", hint="LATENCY")
 
