@@ -47,14 +47,15 @@ def quantize(job: Job, path: Path, batch: int) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from kpnet_edge.artifacts import TARGETS
     from kpnet_edge.converters.pipeline import INTERMEDIATE
 
     assert job.calibration is not None
     work = job.staging / INTERMEDIATE
     work.mkdir(exist_ok=True)
-    if batch == 1:
-        float_file = job.onnx_file()
-    else:
+    # The onnx-fp32 target's file of this batch when it was made (targets run onnx-fp32 first).
+    float_file = job.onnx_file() if batch == 1 else job.staging / TARGETS["onnx-fp32"].filename(batch)
+    if not float_file.exists():
         float_file = work / f"drnet_b{batch}.onnx"
         export_onnx(job.model, float_file, batch, job.input_size)
     prepared = work / f"drnet_b{batch}_prepared.onnx"
