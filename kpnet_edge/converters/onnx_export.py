@@ -48,7 +48,7 @@ def quantize(job: Job, path: Path, batch: int) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from kpnet_edge.artifacts import TARGETS
-    from kpnet_edge.converters.pipeline import INTERMEDIATE
+    from kpnet_edge.converters.pipeline import INTERMEDIATE, fill_batches
 
     assert job.calibration is not None
     work = job.staging / INTERMEDIATE
@@ -65,7 +65,7 @@ def quantize(job: Job, path: Path, batch: int) -> None:
     quantize_static(
         str(prepared),
         str(path),
-        _CalibrationBatches(job.calibration.canvases, batch),
+        _CalibrationBatches(fill_batches(job.calibration.canvases, batch), batch),
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
@@ -96,12 +96,11 @@ def output_layers(path: Path) -> list[str]:
 
 class _CalibrationBatches:
     """onnxruntime.quantization's CalibrationDataReader over letterboxed canvases (N, H, W, 3)
-    uint8: NCHW float32 raw pixels, `batch` canvases a feed (the last one filled cyclically)."""
+    uint8, a multiple of `batch` of them: NCHW float32 raw pixels, `batch` canvases a feed."""
 
     def __init__(self, canvases: np.ndarray, batch: int) -> None:
-        count = -(-len(canvases) // batch) * batch
-        pixels = canvases[np.arange(count) % len(canvases)].transpose(0, 3, 1, 2).astype(np.float32)
-        self._feeds = iter(np.split(pixels, count // batch))
+        pixels = canvases.transpose(0, 3, 1, 2).astype(np.float32)
+        self._feeds = iter(np.split(pixels, len(canvases) // batch))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         pixels = next(self._feeds, None)

@@ -244,14 +244,14 @@ def _make(target: Target, job: Job, batch: int, report: Progress) -> ModelEntry:
     )
     with _stage(report, f"{label}: parity check in {target.runtime}"):
         runtime = open_model(job.staging, entry)
-        canvases = _fill_batches(job.check, batch)
+        canvases = fill_batches(job.check, batch)
         candidate = runtime.run(canvases)
         reference = job.reference(canvases)
         parity = {**logit_error(reference, candidate), **decoded_agreement(reference, candidate)}
     return replace(entry, parity=parity)
 
 
-def _fill_batches(canvases: np.ndarray, batch: int) -> np.ndarray:
+def fill_batches(canvases: np.ndarray, batch: int) -> np.ndarray:
     """Repeat canvases (cyclically) up to a multiple of batch."""
     count = -(-len(canvases) // batch) * batch
     return canvases[np.arange(count) % len(canvases)]
