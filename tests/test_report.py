@@ -34,7 +34,7 @@ from kpnet_edge.model import DRNet
 from kpnet_edge.preprocess import letterbox
 from kpnet_edge.quantization.calibration import CalibrationWarning
 from kpnet_edge.reporting import models as report_models_module
-from kpnet_edge.reporting.environment import SIMD_FLAGS
+from kpnet_edge.reporting.environment import simd_extensions
 from kpnet_edge.reporting.gate import EXIT_CODE, FAIL, NOT_GATED, PASS
 from kpnet_edge.reporting.models import ReportModel
 from kpnet_edge.reporting.peers import LIVE, load_peers
@@ -280,7 +280,7 @@ def test_json_has_a_row_per_model_with_accuracy_drop_stages_and_latency(report_r
     assert rows["openvino-int8"]["latency"][0]["runtime"]["inference_precision_hint"]
     environment = report_run.data["environment"]
     assert environment["machine"]["cpu"] and environment["machine"]["logical_cores"] >= 1
-    assert set(environment["machine"]["simd"]) <= set(SIMD_FLAGS)
+    assert environment["machine"]["simd"] == simd_extensions()
     assert {"numpy", "onnxruntime", "openvino"} <= set(environment["tools"])
 
 
@@ -427,3 +427,21 @@ def test_bad_options_fail_before_any_work(tmp_path: Path, capsys: pytest.Capture
                                           message: str):
     assert run_report(["--model", str(tmp_path / "missing"), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        ("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni\n",
+         ["avx2", "fma", "avx512f", "avx512_vnni"]),
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n", ["avx2", "fma"]),
+        ("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\nCPU part\t: 0xd0c\n", ["asimddp", "i8mm"]),
+        ("processor\t: 0\nmodel name\t: unknown\n", []),
+    ],
+    ids=["x86 with VNNI", "x86 AVX2 only", "Arm with dot product", "no flags line"],
+)
+def test_simd_extensions_reads_x86_flags_and_arm_features(tmp_path: Path, cpuinfo: str, expected: list[str]) -> None:
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    assert simd_extensions(path) == expected
+    assert simd_extensions(tmp_path / "missing") == []

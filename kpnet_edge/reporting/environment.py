@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kpnet_edge import __version__
 
+CPUINFO = Path("/proc/cpuinfo")
 TOOLS = ("numpy", "opencv-python-headless", "opencv-python", "torch", "onnxruntime", "openvino",
          "ai-edge-litert", "nncf", "matplotlib")
 
@@ -34,16 +35,11 @@ SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16"
 same model's INT8 gain over FP32 differs several-fold between a CPU with VNNI and one without."""
 
 
-def simd_extensions() -> list[str]:
-    """Which of SIMD_FLAGS this CPU has (from /proc/cpuinfo; empty where it cannot be read)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return []
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-        if line.startswith(("flags", "Features")):
-            present = set(line.split(":", 1)[1].split())
-            return [flag for flag in SIMD_FLAGS if flag in present]
-    return []
+def simd_extensions(cpuinfo: Path = CPUINFO) -> list[str]:
+    """Which of SIMD_FLAGS this CPU has, from the `flags` (x86) or `Features` (Arm) line of
+    `cpuinfo`; empty where it cannot be read."""
+    present = set((_cpuinfo_field(("flags", "Features"), cpuinfo) or "").split())
+    return [flag for flag in SIMD_FLAGS if flag in present]
 
 
 def summary() -> str:
@@ -65,9 +61,14 @@ def tool_versions() -> dict[str, str]:
 
 
 def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return _cpuinfo_field(("model name",)) or platform.processor() or platform.machine()
+
+
+def _cpuinfo_field(keys: tuple[str, ...], cpuinfo: Path = CPUINFO) -> str | None:
+    """The value of the first line of `cpuinfo` starting with one of `keys`, or None."""
+    if not cpuinfo.is_file():
+        return None
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith(keys):
+            return line.split(":", 1)[1].strip()
+    return None
