@@ -21,18 +21,34 @@ from tqdm import tqdm
 
 from kpnet_edge.checkpoint import load_drnet, read_checkpoint, save_checkpoint
 from kpnet_edge.data.mtfl import load_mtfl
+from kpnet_edge.data.records import AnnotatedImage
+from kpnet_edge.data.retinaface import load_retinaface_labels
+from kpnet_edge.data.splits import check_split, split_records, write_split
 from kpnet_edge.datapaths import data_root
 from kpnet_edge.errors import KpnetError
 from kpnet_edge.imageio import list_images
 from kpnet_edge.model import DRNet
-from kpnet_edge.data.records import AnnotatedImage
-from kpnet_edge.data.retinaface import load_retinaface_labels
-from kpnet_edge.training.dataset import (Batch, MixedSizeBatches, MixtureDataset, PhotoDataset,
-                                         SceneDataset, collate)
-from kpnet_edge.training.photos import PhotoSampler, load_photos
-from kpnet_edge.data.splits import check_split, split_records, write_split
-from kpnet_edge.training.losses import keypoint_loss, scale_bce_loss, scale_focal_loss, soft_argmax_in_windows
+from kpnet_edge.training.dataset import (
+    Batch,
+    MixedSizeBatches,
+    MixtureDataset,
+    PhotoDataset,
+    SceneDataset,
+    collate,
+)
+from kpnet_edge.training.fake_quant import (
+    drnet_ordered_parameters,
+    float_weights,
+    prepare_quantization_aware,
+)
+from kpnet_edge.training.losses import (
+    keypoint_loss,
+    scale_bce_loss,
+    scale_focal_loss,
+    soft_argmax_in_windows,
+)
 from kpnet_edge.training.narrow import narrow_head
+from kpnet_edge.training.photos import PhotoSampler, load_photos
 from kpnet_edge.training.synth import SceneGenerator
 
 
@@ -71,6 +87,10 @@ class TrainConfig:
     eval_every: int = 0  # steps between dev-set evaluations (0: never); best.pt keeps the best
     dev_sets: list[str] = field(default_factory=lambda: ["wider", "face_mask", "caltech"])
     dev_limit: int = 0  # images per dev set (0: all)
+    # Train under simulated INT8 (training/fake_quant.py): fine-tuning for a model that must
+    # survive quantisation. Runs in float32; checkpoints hold plain DRNet weights, and dev evals
+    # score the simulated INT8 model.
+    quantization_aware: bool = False
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -182,19 +202,26 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     device = _device(cfg.device)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = DRNet(**cfg.widths).to(device)
+    model = DRNet(**cfg.widths)
+    if cfg.init_from:
+        _load_initial_weights(model, cfg.init_from)
+    state = read_checkpoint(resume) if resume else None
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+    # With quantization_aware the network trained is the fake-quantised copy of `model`; its
+    # parameters are handed to the optimiser in DRNet's order, so optimiser state saved by
+    # either kind of run resumes in the other.
+    network = prepare_quantization_aware(model) if cfg.quantization_aware else model
+    network = network.to(device)
     if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        network = network.to(memory_format=torch.channels_last)
+    parameters = drnet_ordered_parameters(network, model) if cfg.quantization_aware else network.parameters()
+    optimizer = torch.optim.AdamW(parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.learning_rate, total_steps=cfg.steps, pct_start=cfg.warmup_fraction
     )
     start = 0
-    if cfg.init_from:
-        _load_initial_weights(model, cfg.init_from)
-    if resume:
-        state = read_checkpoint(resume)
-        model.load_state_dict(state["state_dict"])
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
         _restore_schedule(schedule, state["schedule"], start, cfg.steps)
@@ -205,16 +232,16 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         dataset, batch_sampler=batches, collate_fn=collate, num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0, prefetch_factor=4 if cfg.workers > 0 else None,
     )
-    autocast = cfg.bf16 and (device.type == "cuda" or _cpu_has_bf16())
+    autocast = cfg.bf16 and not cfg.quantization_aware and (device.type == "cuda" or _cpu_has_bf16())
     log_path = out_dir / "metrics.jsonl"
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress, file=sys.stderr, unit="step")
     started, seen = time.perf_counter(), 0
     best = _best_so_far(out_dir / "dev.jsonl")
     evaluator = DevEvaluator(cfg) if cfg.eval_every else None
-    model.train()
+    network.train()
     with log_path.open("a") as log:
         for step, batch in enumerate(loader, start=start):
-            losses = _train_step(model, batch, cfg, device, autocast, optimizer)
+            losses = _train_step(network, batch, cfg, device, autocast, optimizer)
             schedule.step()
             seen += len(batch.pixels)
             bar.update(1)
@@ -227,9 +254,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             if done % cfg.checkpoint_every == 0 or done == end:
-                _save(model, optimizer, schedule, cfg, done, out_dir / "last.pt")
+                _save(network, optimizer, schedule, cfg, done, out_dir / "last.pt")
             if evaluator and (done % cfg.eval_every == 0 or done == end):
-                best = _evaluate_and_keep_best(evaluator, model, optimizer, schedule, cfg, done, best)
+                best = _evaluate_and_keep_best(evaluator, network, optimizer, schedule, cfg, done, best)
     bar.close()
     return out_dir / "last.pt"
 
@@ -284,33 +311,33 @@ class DevEvaluator:
         self.dev_sets = [load_dev_set(name, data_root(), cfg.dev_limit or None, Path(cfg.splits_dir))
                          for name in cfg.dev_sets]
 
-    def __call__(self, model: DRNet) -> dict:
+    def __call__(self, model: torch.nn.Module) -> dict:
         detector = self._detector(self._runtime(model), self._params)
         return self._evaluate(lambda image: [f.to_dict() for f in detector.detect(image)], self.dev_sets,
                               self._operating_score)
 
 
-def _evaluate_and_keep_best(evaluator: DevEvaluator, model: DRNet, optimizer: torch.optim.Optimizer,
+def _evaluate_and_keep_best(evaluator: DevEvaluator, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                             schedule: Any, cfg: TrainConfig, step: int, best: float) -> float:
     """Score the model on the dev sets, log a line to dev.jsonl, save best.pt when it improves.
     A failing evaluation is logged, not fatal: the run matters more than one of its checks."""
     out_dir = Path(cfg.out_dir)
-    model.eval()
+    network.eval()
     started = time.perf_counter()
     record: dict[str, Any] = {"step": step, "samples_seen": seen_total(cfg, step)}
     try:
-        results = evaluator(model)
+        results = evaluator(network)
     except Exception as error:  # noqa: BLE001 - logged, and training goes on
         record["error"] = f"{type(error).__name__}: {error}"
         results = None
     finally:
-        model.train()
+        network.train()
     if results is not None:
         record.update(score=dev_score(results), eval_s=round(time.perf_counter() - started, 1), **results)
     with (out_dir / "dev.jsonl").open("a") as log:
         log.write(json.dumps(record) + "\n")
     if results is not None and record["score"] > best:
-        _save(model, optimizer, schedule, cfg, step, out_dir / "best.pt")
+        _save(network, optimizer, schedule, cfg, step, out_dir / "best.pt")
         return record["score"]
     return best
 
@@ -363,9 +390,11 @@ def _train_step(model: DRNet, batch: Batch, cfg: TrainConfig, device: torch.devi
     return {name: value.item() for name, value in losses.items()}
 
 
-def _save(model: DRNet, optimizer: torch.optim.Optimizer, schedule: Any, cfg: TrainConfig, step: int, path: Path) -> None:
+def _save(network: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, cfg: TrainConfig, step: int,
+          path: Path) -> None:
+    """A checkpoint of plain DRNet weights (a fake-quantised network's float weights)."""
     save_checkpoint(
-        model,
+        float_weights(network, cfg.widths) if cfg.quantization_aware else network,
         path,
         {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step,
          "config": dataclasses.asdict(cfg)},
